@@ -61,3 +61,38 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+#: Key of the PostgreSQL advisory lock that serialises concurrent upgrades
+#: (the API and the workers may start at the same time).
+_MIGRATION_LOCK_KEY = 0x5152_4F43  # "SIRO" - any constant shared by all processes
+
+
+def upgrade_database(settings: Settings, *, engine: Engine | None = None,
+                     revision: str = "head") -> None:
+    """Bring the schema at ``settings.database_url`` (or ``engine``) to ``revision``
+    by running the Alembic migrations shipped in ``sirocco/migrations``.
+
+    Needs no ``alembic.ini``: the configuration is built here, so it works from an
+    installed package and from any working directory. Idempotent.
+    """
+    from pathlib import Path
+
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
+    owned = engine is None
+    bind = make_engine(settings) if engine is None else engine
+    try:
+        with bind.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(:k)"),
+                                   {"k": _MIGRATION_LOCK_KEY})
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+    finally:
+        if owned:
+            bind.dispose()

@@ -1,0 +1,52 @@
+# All set-up for a fresh machine lives here: `make run` and `make test`.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.sirocco-installed
+MODELS := var/models/prepared.json
+
+# Services the integration tests use for real (CI has them running).
+export SIROCCO_TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
+export SIROCCO_TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+export VLLM_CPU_KVCACHE_SPACE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+
+.PHONY: install models run test test-unit lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip wheel
+	# torch first: pip takes the CPU build (2.13.0+cpu) from the wheel on disk.
+	$(BIN)/pip install -q "torch==2.13.0"
+	$(BIN)/pip install -q -e ".[cpu,test]"
+	# PyPI's torchvision/torchaudio/torchcodec break transformers next to the CPU torch.
+	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec || true
+	touch $(STAMP)
+
+install: $(STAMP)
+
+$(MODELS): $(STAMP)
+	$(BIN)/sirocco models prepare
+
+models: $(MODELS)
+
+run: models
+	$(BIN)/sirocco up --ingest examples/docs
+
+test: models
+	$(BIN)/python -m pytest tests -ra
+
+test-unit: install
+	$(BIN)/python -m pytest tests/unit -q
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: models
+	$(BIN)/pip install -q -e ".[cpu,test,bench]"
+	$(BIN)/python bench/engine.py
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,157 @@
+"""Document intake: save uploads safely, register them, queue their ingestion.
+
+Order matters: files are written, the documents are registered and committed,
+and only then queued, so a worker never looks for a row that is not there yet.
+If registering fails the saved files are removed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import shutil
+import unicodedata
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from sqlalchemy.orm import Session
+
+from api.schemas import AcceptedDocument, DocumentStatus
+from api.services import Services
+from ingest.models import Document
+from sirocco.db import session_scope
+from sirocco.errors import DocumentTooLargeError, InvalidInputError, NotFoundError, UnavailableError
+
+logger = logging.getLogger(__name__)
+
+MAX_NAME_BYTES = 255
+_COPY_CHUNK = 1024 * 1024
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class Upload(Protocol):
+    """What intake needs of an uploaded file (Starlette's ``UploadFile`` fits)."""
+
+    filename: str | None
+    file: BinaryIO
+
+
+def sanitize_filename(name: str) -> str:
+    """A file name safe to join to a directory: the last path component only
+    (``/`` and ``\\`` both count as separators), no control characters, no
+    leading dots, at most 255 bytes with the extension kept.
+
+    Raises ``InvalidInputError`` when nothing usable is left.
+    """
+    name = unicodedata.normalize("NFC", name)
+    base = re.split(r"[/\\]", name)[-1]
+    base = _UNSAFE.sub("", base).strip().lstrip(".").strip()
+    if not base:
+        raise InvalidInputError(f"invalid file name {name!r}: it must name a file")
+    if len(base.encode()) > MAX_NAME_BYTES:
+        stem, dot, ext = base.rpartition(".")
+        ext = f".{ext}" if dot and len(ext) <= 16 else ""
+        stem = stem if ext else base
+        room = MAX_NAME_BYTES - len(ext.encode())
+        base = stem.encode()[:room].decode(errors="ignore") + ext
+    return base
+
+
+def too_large(limit_bytes: int) -> DocumentTooLargeError:
+    mb = limit_bytes / (1024 * 1024)
+    return DocumentTooLargeError(f"upload too large: the limit is {mb:g} MB per request")
+
+
+async def accept_uploads(
+    files: Sequence[Upload],
+    *,
+    services: Services,
+    uploads_root: Path,
+    max_bytes: int,
+    tenant: str = "default",
+) -> list[AcceptedDocument]:
+    """Save ``files`` under ``uploads_root/<uuid>/<name>``, register them, commit,
+    then queue them. ``max_bytes`` bounds the total size of all files.
+
+    Raises ``DocumentTooLargeError`` (nothing kept), ``InvalidInputError`` for a
+    bad name, ``UnavailableError`` when the queue cannot be reached (the
+    documents stay registered with status "queued").
+    """
+    if not files:
+        raise InvalidInputError("no files in the upload; send them in the multipart field 'files'")
+    names = [sanitize_filename(f.filename or "") for f in files]
+    dirs: list[Path] = []
+    try:
+        paths: list[Path] = []
+        remaining = max_bytes
+        for upload, name in zip(files, names, strict=True):
+            folder = uploads_root / uuid.uuid4().hex
+            dirs.append(folder)
+            dest = folder / name
+            if dest.resolve().parent != folder.resolve():  # defence in depth
+                raise InvalidInputError(f"invalid file name {upload.filename!r}")
+            written = await asyncio.to_thread(_save, upload.file, dest, remaining)
+            if written is None:
+                raise too_large(max_bytes)
+            remaining -= written
+            paths.append(dest)
+        accepted = await asyncio.to_thread(_register, services, paths, names, tenant)
+    except BaseException:
+        for folder in dirs:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+    to_queue = [d.id for d in accepted if d.status == "queued"]
+    if to_queue:
+        try:
+            await asyncio.to_thread(services.enqueue_documents, services.celery_app, to_queue)
+        except Exception as exc:
+            logger.exception("enqueue failed", extra={"doc_ids": to_queue})
+            raise UnavailableError(
+                "the documents were saved but the ingestion queue is unavailable; "
+                "try again later"
+            ) from exc
+    return accepted
+
+
+def document_status(*, session: Session, doc_id: str) -> DocumentStatus:
+    """Where the ingestion of one document stands; ``NotFoundError`` if unknown."""
+    doc = session.get(Document, doc_id)
+    if doc is None:
+        raise NotFoundError(f"document {doc_id!r} not found")
+    return DocumentStatus.model_validate(doc)
+
+
+def _save(src: BinaryIO, dest: Path, limit: int) -> int | None:
+    """Copy ``src`` to a new file ``dest``; None (and no file) if over ``limit`` bytes."""
+    dest.parent.mkdir(parents=True, exist_ok=False)
+    src.seek(0)
+    written = 0
+    with dest.open("xb") as out:
+        while chunk := src.read(_COPY_CHUNK):
+            written += len(chunk)
+            if written > limit:
+                break
+            out.write(chunk)
+    if written > limit:
+        dest.unlink(missing_ok=True)
+        return None
+    return written
+
+
+def _register(services: Services, paths: list[Path], names: list[str],
+              tenant: str) -> list[AcceptedDocument]:
+    by_path = {str(p): n for p, n in zip(paths, names, strict=True)}
+    with session_scope(services.session_factory) as session:
+        docs = services.register_files(paths, session=session, tenant=tenant)
+        session.flush()  # column defaults (id, status) are set on flush
+        return [
+            AcceptedDocument(
+                id=d.id, status=d.status, title=d.title or "",
+                filename=by_path.get(str(d.source_path), Path(str(d.source_path)).name),
+            )
+            for d in docs
+        ]

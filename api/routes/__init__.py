@@ -1,0 +1,1 @@
+"""HTTP routers: parse input, call a service, map the result."""

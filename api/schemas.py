@@ -1,0 +1,45 @@
+"""Request and response bodies of the REST API."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from assistant.service import MAX_TOP_K
+
+
+class ChatRequest(BaseModel):
+    question: str = Field(min_length=1, max_length=8000)
+    conversation_id: str | None = Field(default=None, max_length=64)
+    top_k: int | None = Field(default=None, ge=1, le=MAX_TOP_K)
+    #: False: one JSON body (``AnswerResult``) instead of server-sent events.
+    stream: bool = True
+
+
+class AcceptedDocument(BaseModel):
+    id: str
+    status: str
+    title: str
+    filename: str
+
+
+class UploadAccepted(BaseModel):
+    documents: list[AcceptedDocument]
+
+
+class DocumentStatus(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    title: str
+    status: str
+    error: str | None
+    chunk_count: int
+    created_at: datetime
+    updated_at: datetime
+
+    @field_validator("created_at", "updated_at")
+    @classmethod
+    def _assume_utc(cls, value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=UTC)

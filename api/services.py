@@ -1,0 +1,122 @@
+"""The services the API routes call, built once per app in the lifespan.
+
+Tests build a ``Services`` from doubles and pass it to ``create_app``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from assistant.service import Assistant
+from llm.engine import Engine
+from retrieval.store import Store
+from sirocco.settings import Settings
+from traces.recorder import TraceRecorder
+
+logger = logging.getLogger(__name__)
+
+
+class RegisterFiles(Protocol):
+    """``ingest.service.register_files``: one ``Document`` per path, status "queued"."""
+
+    def __call__(self, paths: Sequence[Path], *, session: Session,
+                 tenant: str = "default") -> list[Any]: ...
+
+
+class EnqueueDocuments(Protocol):
+    """``workers.tasks.enqueue_documents``: queue ingestion of committed documents."""
+
+    def __call__(self, celery_app: Any, doc_ids: Sequence[str]) -> Any: ...
+
+
+@dataclass
+class Services:
+    session_factory: sessionmaker[Session]
+    assistant: Assistant
+    celery_app: Any
+    register_files: RegisterFiles
+    enqueue_documents: EnqueueDocuments
+    recorder: TraceRecorder | None = None
+    #: The ports behind the assistant, for routes that need them directly
+    #: (health, OpenAI-compatible serving); None when a test does not provide them.
+    engine: Engine | None = None
+    store: Store | None = None
+    embedder: Any | None = None
+    #: Called in reverse order by ``aclose`` (sync or async callables).
+    closers: list[Callable[[], Any]] = field(default_factory=list)
+
+    async def aclose(self) -> None:
+        """Release what ``build_services`` opened, newest first; errors are logged."""
+        await _close_all(self.closers)
+
+
+async def _close_all(closers: list[Callable[[], Any]]) -> None:
+    while closers:
+        closer = closers.pop()
+        try:
+            result = closer()
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            logger.exception("closing a service failed", extra={"closer": repr(closer)})
+
+
+async def build_services(settings: Settings) -> Services:
+    """Open the database (migrated to head), embedder, store, LLM engine and
+    Celery app described by ``settings``. Slow: starts the LLM engine."""
+    from ingest.embedder import create_embedder
+    from llm.engine import create_engine
+    from retrieval.store import create_store
+    from sirocco.db import make_engine, make_session_factory, upgrade_database
+
+    closers: list[Callable[[], Any]] = []
+    try:
+        db_engine = make_engine(settings)
+        closers.append(db_engine.dispose)
+        await asyncio.to_thread(upgrade_database, settings, engine=db_engine)
+        session_factory = make_session_factory(db_engine)
+
+        embedder = await asyncio.to_thread(create_embedder, settings)
+        store = create_store(settings)
+        closers.append(store.close)
+        await asyncio.to_thread(store.ensure_collection, embedder.dim)
+
+        # In the event loop thread: the in-process engine binds to this loop.
+        engine = create_engine(settings)
+        closers.append(engine.close)
+
+        recorder = TraceRecorder(session_factory)
+        assistant = Assistant(engine, store, embedder, recorder, settings)
+
+        # Written by the workers side; imported late so the API starts without it in tests.
+        from ingest.service import register_files
+        from workers.app import create_celery
+        from workers.tasks import enqueue_documents
+
+        celery_app = create_celery(settings)
+        if hasattr(celery_app, "close"):
+            closers.append(celery_app.close)
+    except BaseException:
+        await _close_all(closers)
+        raise
+    return Services(
+        session_factory=session_factory,
+        assistant=assistant,
+        celery_app=celery_app,
+        register_files=register_files,
+        enqueue_documents=enqueue_documents,
+        recorder=recorder,
+        engine=engine,
+        store=store,
+        embedder=embedder,
+        closers=closers,
+    )
+

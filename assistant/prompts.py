@@ -1,0 +1,98 @@
+"""The answering prompt: instructions plus numbered sources.
+
+The sources go in the user turn, numbered ``[1]``, ``[2]`` ... with their
+title, so the model can cite them by number; the system turn says to use only
+those sources. When a token counter and a budget are given, sources that do
+not fit are left out (lowest ranked first) so the prompt never overflows the
+model's context; the numbering always matches what the model saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from sirocco.types import ChatMessage, SearchHit
+
+NOT_FOUND_ANSWER = "I could not find this in the indexed documents."
+
+SYSTEM_PROMPT = (
+    "You are Sirocco, an assistant that answers questions about the user's documents. "
+    "Answer only from the numbered sources given with the question; do not use other "
+    "knowledge. After each statement, cite the sources it comes from by their number in "
+    "square brackets, like [1] or [2]. If the sources do not contain the answer, say: "
+    f'"{NOT_FOUND_ANSWER}" Be concise.'
+)
+
+_USER_TEMPLATE = "Sources:\n\n{sources}\n\nQuestion: {question}"
+_TRUNCATED = " [...]"
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    messages: list[ChatMessage]
+    #: The hits shown to the model; ``hits[i]`` is source number ``i + 1``.
+    hits: list[SearchHit]
+
+
+def format_source(n: int, hit: SearchHit, text: str | None = None) -> str:
+    """One numbered source block: number, title, then the chunk text."""
+    title = hit.title.strip() or hit.source
+    body = (hit.text if text is None else text).strip()
+    return f"[{n}] {title}\n{body}"
+
+
+def build_prompt(
+    question: str,
+    hits: Sequence[SearchHit],
+    *,
+    count_tokens: Callable[[str], int] | None = None,
+    max_prompt_tokens: int | None = None,
+) -> Prompt:
+    """The messages for ``question`` over ``hits`` (best first).
+
+    With ``count_tokens`` and ``max_prompt_tokens``, keeps the longest prefix of
+    ``hits`` that fits; if not even the first fits, its text is cut to fit.
+    Token counts of separate pieces are added up, which is close enough with a
+    few tokens of slack: callers should leave room for the chat template.
+    """
+    hits = list(hits)
+    if count_tokens is not None and max_prompt_tokens is not None and hits:
+        hits = _fit(question, hits, count_tokens, max_prompt_tokens)
+    blocks = [format_source(i, h) for i, h in enumerate(hits, start=1)]
+    user = _USER_TEMPLATE.format(sources="\n\n".join(blocks), question=question.strip())
+    messages = [ChatMessage(role="system", content=SYSTEM_PROMPT),
+                ChatMessage(role="user", content=user)]
+    return Prompt(messages=messages, hits=hits)
+
+
+def _fit(
+    question: str,
+    hits: list[SearchHit],
+    count_tokens: Callable[[str], int],
+    budget: int,
+) -> list[SearchHit]:
+    used = count_tokens(SYSTEM_PROMPT) + count_tokens(
+        _USER_TEMPLATE.format(sources="", question=question.strip())
+    )
+    kept: list[SearchHit] = []
+    for n, hit in enumerate(hits, start=1):
+        cost = count_tokens(format_source(n, hit)) + 2  # the blank line between blocks
+        if used + cost > budget:
+            break
+        kept.append(hit)
+        used += cost
+    if kept:
+        return kept
+    return [_truncate(hits[0], count_tokens, budget - used)]
+
+
+def _truncate(hit: SearchHit, count_tokens: Callable[[str], int], room: int) -> SearchHit:
+    """``hit`` with its text shortened until its block costs at most ``room`` tokens."""
+    text = hit.text
+    for _ in range(8):
+        cost = count_tokens(format_source(1, hit, text + _TRUNCATED))
+        if cost <= room or not text:
+            break
+        text = text[: max(0, int(len(text) * room / cost * 0.9))]
+    return replace(hit, text=text + _TRUNCATED)

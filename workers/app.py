@@ -1,0 +1,122 @@
+"""The Celery application factory and the worker entry point.
+
+Broker: Redis when ``SIROCCO_REDIS_URL`` is set, else kombu's SQLAlchemy
+transport on a SQLite file under ``data_dir`` (embedded mode). No result
+backend: task outcomes live on the ``Document`` rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+from celery import Celery
+
+from sirocco.settings import Settings
+from workers.tasks import RETRY_BACKOFF_MAX_S, register_tasks
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_QUEUE = "sirocco"
+
+
+class SiroccoCelery(Celery):
+    """A Celery app that carries the ``Settings`` it was built from; tasks read
+    ``self.app.settings`` instead of the environment."""
+
+    settings: Settings
+
+
+def create_celery(settings: Settings) -> SiroccoCelery:
+    """A configured Celery app with Sirocco's tasks registered. No I/O besides
+    creating ``data_dir`` for the embedded broker file."""
+    broker = settings.broker_url
+    app = SiroccoCelery("sirocco", broker=broker, set_as_current=False)
+    app.settings = settings
+    c = settings.celery
+    app.conf.update(
+        # JSON only: a pickle payload from the broker would be code execution.
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        result_backend=None,
+        task_default_queue=DEFAULT_QUEUE,
+        # Idempotent tasks, so ack after the work and redeliver if the worker dies.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        # On a lost broker connection unacked messages come back anyway: stop the
+        # running copies instead of finishing them twice.
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        task_time_limit=c.task_time_limit_s,
+        task_soft_time_limit=c.task_soft_time_limit_s,
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=10,
+        broker_transport_options=_transport_options(settings),
+        enable_utc=True,
+    )
+    if broker.startswith("sqla+sqlite:"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    register_tasks(app)
+    return app
+
+
+def _transport_options(settings: Settings) -> dict[str, object]:
+    c = settings.celery
+    if settings.redis.url:
+        # An unacked message is redelivered after visibility_timeout; it must outlast
+        # the longest task plus the longest retry delay or work runs twice.
+        return {
+            "visibility_timeout": max(3600, 2 * c.task_time_limit_s + RETRY_BACKOFF_MAX_S),
+            "socket_timeout": 30,
+            "socket_connect_timeout": 10,
+            "retry_on_timeout": True,
+        }
+    # kombu's SQLAlchemy transport passes these straight to create_engine(): SQLite
+    # waits up to 30 s for a writer (API enqueueing vs worker polling).
+    return {"connect_args": {"timeout": 30}}
+
+
+def run_worker(
+    settings: Settings,
+    *,
+    loglevel: str = "info",
+    concurrency: int | None = None,
+    pool: str = "prefork",
+    queues: Sequence[str] | None = None,
+    hostname: str | None = None,
+) -> None:
+    """Run a Celery worker in this process until it is stopped (SIGTERM: warm shutdown).
+
+    pool="prefork" (default) forks ``concurrency`` child processes; each loads
+    its own embedding model on its first task. It is the only pool that
+    enforces the time limits and survives a crashing task, and torch is never
+    imported in the parent, so forking is safe. pool="solo" runs tasks in this
+    process (one at a time, no time limits): handy for debugging.
+    """
+    app = create_celery(settings)
+    argv = [
+        "worker",
+        f"--loglevel={loglevel}",
+        f"--pool={pool}",
+        f"--concurrency={concurrency or settings.celery.concurrency}",
+        f"--hostname={hostname or f'sirocco-{os.getpid()}@%h'}",
+        f"--queues={','.join(queues or [DEFAULT_QUEUE])}",
+    ]
+    if not settings.redis.url:
+        # Mingle, gossip and heartbeats broadcast to other workers, which the SQL
+        # transport cannot do across processes; with one embedded worker they are moot.
+        argv += ["--without-mingle", "--without-gossip", "--without-heartbeat"]
+    logger.info("starting worker", extra={"broker": _redact(settings.broker_url), "pool": pool})
+    app.worker_main(argv)
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for logs."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url
