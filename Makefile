@@ -3,7 +3,6 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.sirocco-installed
-MODELS := var/models/prepared.json
 
 # Services the integration tests use for real (CI has them running).
 export SIROCCO_TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
@@ -27,10 +26,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-$(MODELS): $(STAMP)
+# Cached: instant once var/models/prepared.json is there.
+models: $(STAMP)
 	$(BIN)/sirocco models prepare
-
-models: $(MODELS)
 
 run: models
 	$(BIN)/sirocco up --ingest examples/docs

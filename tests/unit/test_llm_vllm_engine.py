@@ -1,0 +1,153 @@
+"""VLLMEngine's stream contract against a stand-in AsyncLLM (no engine start-up).
+
+The real engine is covered in tests/integration/test_llm_engine.py; here the
+edges that are hard to provoke there: errors, abort bookkeeping, tools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+pytest.importorskip("vllm")
+
+from llm.vllm_engine import VLLMEngine  # noqa: E402
+from sirocco.errors import EngineError, InvalidInputError  # noqa: E402
+from sirocco.types import ChatMessage, GenerationOptions  # noqa: E402
+
+MSGS = [ChatMessage(role="user", content="hi")]
+
+
+class FakeTokenizer:
+    def __init__(self) -> None:
+        self.template_kwargs: dict[str, Any] = {}
+
+    def apply_chat_template(self, messages, **kwargs):
+        self.template_kwargs = kwargs
+        return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return [ord(c) for c in text]
+
+
+@dataclass
+class FakeLLM:
+    deltas: list[str]
+    fail_after: int | None = None
+    max_model_len: int = 64
+    aborted: list[str] = field(default_factory=list)
+    seen_params: list[Any] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.tokenizer = FakeTokenizer()
+        self.vllm_config = SimpleNamespace(
+            model_config=SimpleNamespace(max_model_len=self.max_model_len)
+        )
+
+        async def render(prompts):
+            return [{"type": "token", **prompts[0]}]
+
+        self.renderer = SimpleNamespace(render_cmpl_async=render)
+
+    def get_tokenizer(self):
+        return self.tokenizer
+
+    async def generate(self, prompt, params, request_id):
+        self.seen_params.append(params)
+        for i, text in enumerate(self.deltas):
+            if self.fail_after is not None and i == self.fail_after:
+                raise RuntimeError("kernel exploded")
+            last = i == len(self.deltas) - 1
+            yield SimpleNamespace(
+                finished=last,
+                outputs=[
+                    SimpleNamespace(
+                        text=text, token_ids=[1], finish_reason="stop" if last else None
+                    )
+                ],
+            )
+            await asyncio.sleep(0)
+
+    async def abort(self, request_id):
+        self.aborted.append(request_id)
+
+
+def _engine(fake: FakeLLM) -> VLLMEngine:
+    return VLLMEngine(fake, model_name="test")  # type: ignore[arg-type]
+
+
+async def test_text_deltas_then_finish_with_usage():
+    fake = FakeLLM(deltas=["Hel", "lo", ""])
+    engine = _engine(fake)
+    events = [ev async for ev in engine.generate(MSGS, options=GenerationOptions(max_tokens=8))]
+    assert [(e.kind, e.text) for e in events[:-1]] == [("text", "Hel"), ("text", "lo")]
+    finish = events[-1]
+    assert finish.kind == "finish" and finish.finish_reason == "stop"
+    assert finish.usage.completion_tokens == 3
+    assert finish.usage.prompt_tokens == len("<user>hi<assistant>")
+    params = fake.seen_params[0]
+    assert params.output_kind.name == "DELTA"
+    assert params.max_tokens == 8
+
+
+async def test_closing_early_aborts_the_request():
+    fake = FakeLLM(deltas=["a", "b", "c", "d"])
+    engine = _engine(fake)
+    async with contextlib.aclosing(
+        engine.generate(MSGS, options=GenerationOptions(), request_id="r1")
+    ) as stream:
+        async for _ in stream:
+            break
+    assert fake.aborted == ["r1"]
+
+
+async def test_cancelling_the_consumer_aborts_the_request():
+    fake = FakeLLM(deltas=["a"] * 1000)
+    engine = _engine(fake)
+    got_one = asyncio.Event()
+
+    async def consume():
+        async for _ in engine.generate(MSGS, options=GenerationOptions(), request_id="r2"):
+            got_one.set()
+
+    task = asyncio.create_task(consume())
+    await got_one.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert fake.aborted == ["r2"]
+
+
+async def test_vllm_failure_becomes_engine_error():
+    engine = _engine(FakeLLM(deltas=["a", "b"], fail_after=1))
+    with pytest.raises(EngineError, match="kernel exploded"):
+        [ev async for ev in engine.generate(MSGS, options=GenerationOptions())]
+
+
+async def test_tools_reach_the_chat_template():
+    fake = FakeLLM(deltas=["x"])
+    engine = _engine(fake)
+    tools = [{"type": "function", "function": {"name": "search", "parameters": {}}}]
+    [ev async for ev in engine.generate(MSGS, options=GenerationOptions(), tools=tools)]
+    assert fake.tokenizer.template_kwargs["tools"] == tools
+    assert fake.tokenizer.template_kwargs["add_generation_prompt"] is True
+
+
+async def test_prompt_over_context_is_refused_before_vllm():
+    fake = FakeLLM(deltas=["x"], max_model_len=10)
+    engine = _engine(fake)
+    with pytest.raises(InvalidInputError, match="max_model_len"):
+        [ev async for ev in engine.generate(MSGS, options=GenerationOptions())]
+    assert fake.seen_params == []
+
+
+async def test_max_tokens_is_capped_by_remaining_context():
+    fake = FakeLLM(deltas=["x"], max_model_len=30)
+    engine = _engine(fake)
+    [ev async for ev in engine.generate(MSGS, options=GenerationOptions(max_tokens=500))]
+    assert fake.seen_params[0].max_tokens == 30 - len("<user>hi<assistant>")
