@@ -43,8 +43,7 @@ lint: install
 	$(BIN)/ruff check .
 
 bench: models
-	$(BIN)/pip install -q -e ".[cpu,test,bench]"
-	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/engine_smoke.py --model mistral --n 8 --max-tokens 128
 
 clean:
 	rm -rf var .pytest_cache

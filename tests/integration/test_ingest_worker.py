@@ -15,18 +15,17 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import select
 
 import ingest.models  # noqa: F401
 from ingest.models import Document
 from ingest.service import register_files
 from retrieval.qdrant_store import QdrantStore
 from sirocco.db import Base, make_engine, make_session_factory, session_scope
-from sirocco.settings import Settings, normalize_database_url
+from sirocco.settings import Settings
 from workers.app import create_celery
 from workers.tasks import enqueue_documents
 
@@ -66,23 +65,11 @@ def embedder():
 
 
 @pytest.fixture()
-def database_url(tmp_path: Path) -> Iterator[str]:
+def database_url(tmp_path: Path, request: pytest.FixtureRequest) -> str:
     """SQLite in tmp_path, or a fresh schema in SIROCCO_TEST_DATABASE_URL."""
-    base = os.environ.get("SIROCCO_TEST_DATABASE_URL")
-    if not base:
-        yield f"sqlite:///{tmp_path / 'sirocco.db'}"
-        return
-    schema = f"t_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(normalize_database_url(base))
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in base else "?"
-    try:
-        yield f"{base}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    if not os.environ.get("SIROCCO_TEST_DATABASE_URL"):
+        return f"sqlite:///{tmp_path / 'sirocco.db'}"
+    return request.getfixturevalue("postgres_schema_url")
 
 
 def _start_worker(env: dict[str, str], queue: str, log: Path) -> subprocess.Popen:

@@ -2,33 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import create_engine
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import StaticPool
 
 import ingest.models  # noqa: F401
 from assistant.prompts import NOT_FOUND_ANSWER
 from assistant.schemas import AnswerEvent
 from assistant.service import Assistant
 from assistant.testing import ConstantEmbedder, ScriptedEngine, StaticStore, make_hit
-from sirocco.db import Base, make_session_factory, session_scope
+from sirocco.db import session_scope
 from sirocco.errors import EngineError, InvalidInputError, UnavailableError
 from sirocco.settings import Settings
 from traces.models import Trace
 from traces.recorder import TraceRecorder
 from traces.repository import get_trace
-
-
-@pytest.fixture
-def factory() -> Iterator[sessionmaker[Session]]:
-    engine = create_engine("sqlite://", poolclass=StaticPool,
-                           connect_args={"check_same_thread": False})
-    Base.metadata.create_all(engine)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 @pytest.fixture

@@ -3,30 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from datetime import UTC
 
 import pytest
-from sqlalchemy import create_engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import StaticPool
 
 import ingest.models  # noqa: F401
-from sirocco.db import Base, make_session_factory, session_scope
+from sirocco.db import session_scope
 from sirocco.errors import InvalidInputError, NotFoundError
 from traces.models import Trace, TracePublic
 from traces.recorder import TraceRecorder
 from traces.repository import get_trace, list_traces
-
-
-@pytest.fixture
-def factory() -> Iterator[sessionmaker[Session]]:
-    engine = create_engine("sqlite://", poolclass=StaticPool,
-                           connect_args={"check_same_thread": False})
-    Base.metadata.create_all(engine)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 class FlakyFactory:
