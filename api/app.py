@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.routes import chat, documents, health, traces
+from api.routes import chat, documents, health, jobs, sources, traces
 from api.services import Services, build_services
 from sirocco import __version__
 from sirocco.settings import Settings, get_settings
@@ -43,7 +43,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     # Set now (not in the lifespan) so injected services work without a lifespan run.
     app.state.services = services
     install_error_handlers(app)
-    for module in (health, chat, documents, traces):
+    for module in (health, chat, documents, traces, jobs, sources):
         app.include_router(module.router)
     return app
 

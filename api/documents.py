@@ -21,9 +21,17 @@ from sqlalchemy.orm import Session
 
 from api.schemas import AcceptedDocument, DocumentStatus
 from api.services import Services
+from ingest.formats.base import Limits
 from ingest.models import Document
+from ingest.parsers import detect_format
 from sirocco.db import session_scope
-from sirocco.errors import DocumentTooLargeError, InvalidInputError, NotFoundError, UnavailableError
+from sirocco.errors import (
+    DocumentTooLargeError,
+    InvalidInputError,
+    NotFoundError,
+    ParseError,
+    UnavailableError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -72,17 +80,23 @@ async def accept_uploads(
     uploads_root: Path,
     max_bytes: int,
     tenant: str = "default",
+    max_file_bytes: int | None = None,
 ) -> list[AcceptedDocument]:
     """Save ``files`` under ``uploads_root/<uuid>/<name>``, register them, commit,
-    then queue them. ``max_bytes`` bounds the total size of all files.
+    then queue them. ``max_bytes`` bounds the total size of all files,
+    ``max_file_bytes`` (default: the ingest limit, 100 MB) each one.
 
-    Raises ``DocumentTooLargeError`` (nothing kept), ``InvalidInputError`` for a
+    Raises ``DocumentTooLargeError`` (nothing kept), ``UnsupportedFormatError``
+    for a file type no parser reads (nothing kept), ``InvalidInputError`` for a
     bad name, ``UnavailableError`` when the queue cannot be reached (the
     documents stay registered with status "queued").
     """
     if not files:
         raise InvalidInputError("no files in the upload; send them in the multipart field 'files'")
     names = [sanitize_filename(f.filename or "") for f in files]
+    per_file = max_file_bytes if max_file_bytes is not None else Limits().max_file_bytes
+    for upload, name in zip(files, names, strict=True):
+        await asyncio.to_thread(_check_file, upload.file, name, per_file, max_bytes)
     dirs: list[Path] = []
     try:
         paths: list[Path] = []
@@ -123,6 +137,26 @@ def document_status(*, session: Session, doc_id: str) -> DocumentStatus:
     if doc is None:
         raise NotFoundError(f"document {doc_id!r} not found")
     return DocumentStatus.model_validate(doc)
+
+
+def _check_file(src: BinaryIO, name: str, max_file_bytes: int, max_bytes: int) -> None:
+    """Refuse, before anything is saved, a file over the per-file limit or of a type
+    no parser reads. Damage (a corrupt PDF ...) is left to ingestion to report."""
+    src.seek(0, 2)
+    size = src.tell()
+    src.seek(0)
+    if size > max_file_bytes:
+        raise DocumentTooLargeError(
+            f"{name}: file too large ({size / _COPY_CHUNK:.1f} MB); the limit is "
+            f"{max_file_bytes / _COPY_CHUNK:g} MB per file")
+    if size > max_bytes:
+        return  # refused as a whole-request overflow while saving
+    try:
+        detect_format(src.read(), name=name)
+    except ParseError:
+        pass
+    finally:
+        src.seek(0)
 
 
 def _save(src: BinaryIO, dest: Path, limit: int) -> int | None:

@@ -26,6 +26,8 @@ class AcceptedDocument(BaseModel):
 
 class UploadAccepted(BaseModel):
     documents: list[AcceptedDocument]
+    #: The upload's ingestion job (``GET /api/jobs/{id}``); None when nothing was queued.
+    job_id: str | None = None
 
 
 class DocumentStatus(BaseModel):
@@ -43,3 +45,54 @@ class DocumentStatus(BaseModel):
     @classmethod
     def _assume_utc(cls, value: datetime) -> datetime:
         return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class JobItemPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    document_id: str
+    path: str
+    filename: str
+    state: str
+    error: str | None
+    attempts: int
+
+
+class JobPublic(BaseModel):
+    """A job's state and counts; ``progress`` is the finished share, 0 to 1."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    tenant: str
+    kind: str
+    source_id: str | None
+    state: str
+    total: int
+    done: int
+    failed: int
+    skipped: int
+    cancelled: int
+    removed: int
+    progress: float
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    items: list[JobItemPublic] = []
+
+
+class SourceCreate(BaseModel):
+    path: str = Field(min_length=1)
+    name: str | None = Field(default=None, max_length=255)
+
+
+class SourcePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    tenant: str
+    name: str
+    kind: str
+    path: str | None
+    created_at: datetime
+    documents: int = 0

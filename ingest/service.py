@@ -9,6 +9,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ingest.chunker import chunk_document
 from ingest.embedder import Embedder
+from ingest.formats.base import Limits
 from ingest.models import Document
-from ingest.parsers import SUPPORTED_EXTENSIONS, parse_bytes
+from ingest.parsers import SUPPORTED_EXTENSIONS, parse_bytes, read_file
 from retrieval.store import Store
 from sirocco.db import session_scope
 from sirocco.errors import InvalidInputError, NotFoundError, ParseError
@@ -29,42 +31,117 @@ logger = logging.getLogger(__name__)
 _HASH_BLOCK = 1 << 20
 
 
+@dataclass(slots=True)
+class Staged:
+    """What ``stage_file`` did with one file."""
+
+    outcome: str
+    doc: Document
+    promoted: list[Document] = field(default_factory=list)
+
+
 def register_files(
     paths: Iterable[str | Path],
     *,
     session: Session,
     tenant: str = "default",
     force: bool = False,
+    source_id: str | None = None,
 ) -> list[Document]:
-    """Create or update one ``Document`` per file and return those to enqueue.
+    """Create or update one ``Document`` per file and return those that changed.
 
     Folders are walked recursively; hidden files and folders, and files without a
     supported extension, are skipped there (a file named explicitly is always
     taken). A file already registered with the same content hash is skipped
-    unless its last ingestion failed or ``force`` is set; a changed file is
-    re-queued. The rows are flushed, not committed: commit, then enqueue.
-    Raises ``NotFoundError`` for a path that does not exist.
+    unless its last ingestion failed or was cancelled, or ``force`` is set; a
+    changed file is re-queued. A file whose content another document of the
+    tenant already has is returned with status "duplicate" (see ``stage_file``):
+    enqueue only the documents with status "queued". The rows are flushed, not
+    committed: commit, then enqueue. Raises ``NotFoundError`` for a path that
+    does not exist.
     """
-    to_enqueue: list[Document] = []
+    changed: list[Document] = []
     for path in iter_files(paths):
-        digest = file_sha256(path)
-        source = str(path)
-        doc = session.scalar(
-            select(Document).where(Document.tenant == tenant, Document.source_path == source)
+        staged = stage_file(
+            path, session=session, tenant=tenant, force=force, source_id=source_id
         )
-        if doc is None:
-            doc = Document(tenant=tenant, source_path=source, title=path.stem)
-            session.add(doc)
-        elif not force and doc.content_hash == digest and doc.status != "failed":
-            logger.debug("unchanged, skipped", extra={"path": source, "doc_id": doc.id})
-            continue
-        doc.content_hash = digest
-        doc.status = "queued"
-        doc.error = None
-        doc.attempts = 0
-        to_enqueue.append(doc)
+        if staged.outcome != "unchanged":
+            changed.append(staged.doc)
+        changed.extend(staged.promoted)
     session.flush()
-    return to_enqueue
+    return changed
+
+
+def stage_file(
+    path: Path,
+    *,
+    session: Session,
+    tenant: str,
+    force: bool = False,
+    source_id: str | None = None,
+) -> Staged:
+    """Register one file; ``Staged.outcome`` is "unchanged" (nothing to do),
+    "queued" (new or changed: to ingest) or "duplicate"; ``Staged.promoted``
+    holds a former duplicate of this file's old content, now queued in its place.
+
+    Duplicates: one copy of each content per tenant is ingested. A new or
+    changed file whose SHA-256 equals another live document's gets status
+    "duplicate" and ``duplicate_of`` = that document's id, and no chunks (any it
+    had are for the caller to delete: ``Document.chunk_count`` is left as it
+    was until then). When the original changes or goes away,
+    ``promote_duplicates`` makes one of its duplicates the new original.
+    """
+    digest = file_sha256(path)
+    source = str(path)
+    doc = session.scalar(
+        select(Document).where(Document.tenant == tenant, Document.source_path == source)
+    )
+    if doc is None:
+        doc = Document(tenant=tenant, source_path=source, title=path.stem, chunk_count=0)
+        session.add(doc)
+    elif not force and doc.content_hash == digest and doc.status not in ("failed", "cancelled"):
+        logger.debug("unchanged, skipped", extra={"path": source, "doc_id": doc.id})
+        if source_id is not None:
+            doc.source_id = source_id
+        return Staged("unchanged", doc)
+    if source_id is not None:
+        doc.source_id = source_id
+    promoted: list[Document] = []
+    if doc.content_hash is not None and doc.content_hash != digest:
+        promoted = promote_duplicates(doc.id, session=session)
+    doc.content_hash = digest
+    doc.error = None
+    doc.attempts = 0
+    session.flush()
+    original = session.scalar(
+        select(Document)
+        .where(Document.tenant == tenant, Document.content_hash == digest,
+               Document.id != doc.id, Document.duplicate_of.is_(None))
+        .order_by(Document.created_at, Document.id)
+        .limit(1)
+    )
+    if original is not None and not force:
+        doc.status, doc.duplicate_of = "duplicate", original.id
+        return Staged("duplicate", doc, promoted)
+    doc.status, doc.duplicate_of = "queued", None
+    return Staged("queued", doc, promoted)
+
+
+def promote_duplicates(doc_id: str, *, session: Session) -> list[Document]:
+    """Call when document ``doc_id`` changed or is being deleted: its duplicates
+    no longer have an original. The first (by path) becomes one, queued for
+    ingestion; the others point to it. Returns the promoted document, if any."""
+    dups = list(session.scalars(
+        select(Document).where(Document.duplicate_of == doc_id).order_by(Document.source_path)
+    ))
+    if not dups:
+        return []
+    first, rest = dups[0], dups[1:]
+    first.duplicate_of, first.status, first.attempts, first.error = None, "queued", 0, None
+    for d in rest:
+        d.duplicate_of = first.id
+    logger.info("duplicate promoted", extra={"doc_id": first.id, "was_duplicate_of": doc_id})
+    return [first]
 
 
 def iter_files(paths: Iterable[str | Path]) -> Iterator[Path]:
@@ -99,6 +176,7 @@ def _walk(root: Path) -> Iterator[Path]:
 
 
 def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of the file's bytes, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         while block := f.read(_HASH_BLOCK):
@@ -142,11 +220,9 @@ def ingest_document(
         source, tenant = doc.source_path, doc.tenant
 
     try:
-        try:
-            data = Path(source).read_bytes()
-        except OSError as exc:
-            raise ParseError(f"{source}: cannot read file ({exc.strerror or exc})") from None
-        parsed = parse_bytes(data, name=source)
+        limits = Limits.from_settings(settings.ingest)
+        data = read_file(source, limits)
+        parsed = parse_bytes(data, name=source, limits=limits)
         chunk_tokens, overlap_tokens = chunk_sizes(settings, embedder)
         chunks = chunk_document(
             parsed,

@@ -27,6 +27,10 @@ models_app = typer.Typer(help="Bundled model preparation.", no_args_is_help=True
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(db_app, name="db")
+sources_app = typer.Typer(help="Watched folders and their sync.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Ingestion jobs.", no_args_is_help=True)
+app.add_typer(sources_app, name="sources")
+app.add_typer(jobs_app, name="jobs")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -99,24 +103,43 @@ def worker(
     run_worker(get_settings(), loglevel=loglevel, concurrency=concurrency)
 
 
-def _register_and_enqueue(settings: Settings, path: Path, tenant: str) -> list[str]:
-    from ingest.service import register_files
-    from sirocco.db import make_engine, make_session_factory, session_scope, upgrade_database
+def _factory(settings: Settings):  # type: ignore[no-untyped-def]
+    from sirocco.db import make_engine, make_session_factory, upgrade_database
+
+    upgrade_database(settings)
+    return make_session_factory(make_engine(settings))
+
+
+def _enqueue(settings: Settings, doc_ids: list[str], job_id: str | None) -> None:
     from workers.app import create_celery
     from workers.tasks import enqueue_documents
 
-    upgrade_database(settings)
-    factory = make_session_factory(make_engine(settings))
-    with session_scope(factory) as session:
+    if doc_ids:  # only after the commit, so a fast worker always finds the rows
+        enqueue_documents(create_celery(settings), doc_ids, job_id=job_id)
+
+
+def _register_and_enqueue(settings: Settings, path: Path, tenant: str) -> tuple[str, int]:
+    """Register ``path`` as an "ingest" job, enqueue it; returns (job id, queued)."""
+    from ingest.jobs import add_items, create_job, finish_if_complete
+    from ingest.service import register_files
+    from sirocco.db import session_scope
+
+    with session_scope(_factory(settings)) as session:
         docs = register_files([path], session=session, tenant=tenant)
-        doc_ids = [d.id for d in docs]
-    # Enqueue only after the commit, so a fast worker always finds the rows.
-    enqueue_documents(create_celery(settings), doc_ids)
-    return doc_ids
+        job = create_job(session=session, tenant=tenant, kind="ingest")
+        queued = [d for d in docs if d.status == "queued"]
+        add_items(job, queued, session=session)
+        dups = [d for d in docs if d.status == "duplicate"]
+        add_items(job, dups, session=session, state="skipped", error="duplicate content")
+        finish_if_complete(session=session, job_id=job.id)
+        job_id, doc_ids = job.id, [d.id for d in queued]
+    _enqueue(settings, doc_ids, job_id)
+    return job_id, len(doc_ids)
 
 
-def _wait_for_documents(settings: Settings, doc_ids: list[str], timeout_s: float) -> int:
-    """Show a live progress bar until every document is done or failed; returns failures."""
+def _wait_for_job(settings: Settings, job_id: str, timeout_s: float) -> int:
+    """Show a live progress bar (with ETA) from the job's counts until it
+    finishes; prints the failed files and returns how many failed."""
     from rich.progress import (
         BarColumn,
         Progress,
@@ -125,37 +148,33 @@ def _wait_for_documents(settings: Settings, doc_ids: list[str], timeout_s: float
         TimeRemainingColumn,
     )
 
-    from ingest.models import Document
+    from ingest.jobs import get_report
     from sirocco.db import make_engine, make_session_factory
 
     factory = make_session_factory(make_engine(settings))
     deadline = time.monotonic() + timeout_s
-    with Progress(
-        TextColumn("[bold]ingest"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    ) as progress:
-        task = progress.add_task("ingest", total=len(doc_ids))
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(),
+               TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[counts]}"),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("ingest", total=None, counts="")
         while True:
             with factory() as session:
-                rows = session.query(Document).filter(Document.id.in_(doc_ids)).all()
-            finished = [r for r in rows if r.status in ("done", "failed")]
-            progress.update(task, completed=len(finished))
-            if len(finished) == len(doc_ids):
+                report = get_report(session=session, job_id=job_id)
+            j = report.job
+            progress.update(bar, total=j.total, completed=report.finished,
+                            counts=f"failed {j.failed} skipped {j.skipped}")
+            if j.finished_at is not None:
                 break
             if time.monotonic() > deadline:
-                _fail(
-                    f"timed out after {timeout_s:.0f}s: {len(finished)}/{len(doc_ids)} finished; "
-                    "is a worker running (`sirocco worker`)?"
-                )
+                _fail(f"timed out after {timeout_s:.0f}s: {report.finished}/{j.total} finished; "
+                      "is a worker running (`sirocco worker`)?")
             time.sleep(0.5)
-    failed = [r for r in rows if r.status == "failed"]
-    for r in failed:
-        err_console.print(f"[red]failed[/red] {r.source_path}: {r.error}")
-    return len(failed)
+    for item in report.items:
+        if item.state == "failed":
+            err_console.print(f"[red]failed[/red] {item.path}: {item.error}")
+    console.print(f"job {job_id}: {j.state}")
+    return j.failed
 
 
 @app.command()
@@ -170,12 +189,12 @@ def ingest(
     if not path.exists():
         _fail(f"{path} does not exist")
     settings = get_settings()
-    doc_ids = _register_and_enqueue(settings, path.resolve(), tenant)
-    if not doc_ids:
+    job_id, queued = _register_and_enqueue(settings, path.resolve(), tenant)
+    if not queued:
         console.print("nothing to do: every file is already indexed and unchanged")
         return
-    console.print(f"queued {len(doc_ids)} document(s)")
-    if wait and _wait_for_documents(settings, doc_ids, timeout):
+    console.print(f"queued {queued} document(s) as job {job_id}")
+    if wait and _wait_for_job(settings, job_id, timeout):
         raise typer.Exit(code=2)
 
 
@@ -241,9 +260,9 @@ def up(
     worker_proc = subprocess.Popen([sys.executable, "-m", "sirocco", "worker"])
     try:
         if ingest_path is not None:
-            doc_ids = _register_and_enqueue(settings, ingest_path.resolve(), "default")
+            _, queued = _register_and_enqueue(settings, ingest_path.resolve(), "default")
             console.print(
-                f"queued {len(doc_ids)} document(s) from {ingest_path}; the worker indexes them"
+                f"queued {queued} document(s) from {ingest_path}; the worker indexes them"
             )
         base = f"http://{settings.api.host}:{settings.api.port}"
         console.print(
@@ -263,8 +282,133 @@ def up(
             worker_proc.kill()
 
 
+def _store(settings: Settings):  # type: ignore[no-untyped-def]
+    from retrieval.store import create_store
+
+    return create_store(settings)
+
+
+@sources_app.command("add")
+def sources_add(
+    path: Annotated[Path, typer.Argument(help="The folder.")],
+    name: Annotated[str | None, typer.Option(help="Name (default: the folder's).")] = None,
+    tenant: Annotated[str, typer.Option(help="Tenant that owns it.")] = "default",
+) -> None:
+    """Register a folder as a source; `sirocco sources sync NAME` ingests it."""
+    from ingest.sources import add_source
+    from sirocco.db import session_scope
+
+    with session_scope(_factory(get_settings())) as session:
+        source = add_source(path, session=session, tenant=tenant, name=name)
+        console.print(f"source {source.name} ({source.id}): {source.path}")
+
+
+@sources_app.command("list")
+def sources_list(tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
+                 ) -> None:
+    """The sources with their document counts."""
+    from ingest.sources import list_sources
+
+    with _factory(get_settings())() as session:
+        for s, n in list_sources(session=session, tenant=tenant):
+            console.print(f"{s.id}  {s.tenant}/{s.name}  {s.kind}  {n} docs  {s.path or ''}",
+                          markup=False, highlight=False)
+
+
+@sources_app.command("sync")
+def sources_sync(
+    ref: Annotated[str, typer.Argument(help="Source name or id.")],
+    tenant: Annotated[str | None, typer.Option(help="Tenant of the name.")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait and show progress.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 1800.0,
+) -> None:
+    """Ingest new and changed files, delete documents whose file is gone."""
+    _setup_logging("WARNING")
+    from ingest.sources import get_source, sync_source
+    from sirocco.db import session_scope
+
+    settings = get_settings()
+    store = _store(settings)
+    try:
+        with session_scope(_factory(settings)) as session:
+            plan = sync_source(get_source(ref, session=session, tenant=tenant),
+                               session=session, store=store)
+            job, doc_ids = plan.job, plan.to_enqueue
+    finally:
+        store.close()  # the worker needs the embedded store too
+    _enqueue(settings, doc_ids, job.id)
+    console.print(f"job {job.id}: {len(doc_ids)} queued, {job.skipped} skipped, "
+                  f"{job.removed} removed")
+    if wait and doc_ids and _wait_for_job(settings, job.id, timeout):
+        raise typer.Exit(code=2)
+
+
+@sources_app.command("remove")
+def sources_remove(
+    ref: Annotated[str, typer.Argument(help="Source name or id.")],
+    tenant: Annotated[str | None, typer.Option(help="Tenant of the name.")] = None,
+) -> None:
+    """Delete a source, its documents and their chunks."""
+    from ingest.sources import get_source, remove_source
+    from sirocco.db import session_scope
+
+    settings = get_settings()
+    store = _store(settings)
+    try:
+        with session_scope(_factory(settings)) as session:
+            n, promoted = remove_source(get_source(ref, session=session, tenant=tenant),
+                                        session=session, store=store)
+    finally:
+        store.close()
+    _enqueue(settings, promoted, None)
+    console.print(f"removed {ref} and {n} document(s)")
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: str) -> None:
+    """A job's state, counts and failed files."""
+    from ingest.jobs import get_report
+
+    with _factory(get_settings())() as session:
+        r = get_report(session=session, job_id=job_id)
+    j = r.job
+    console.print(f"{j.id} {j.kind} {j.state}: {r.finished}/{j.total} (done {j.done}, failed "
+                  f"{j.failed}, skipped {j.skipped}, cancelled {j.cancelled})", markup=False)
+    for item in r.items:
+        console.print(f"  {item.state:9} {item.path} {item.error or ''}", markup=False)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: str) -> None:
+    """Cancel a job's queued items; running ones finish."""
+    from ingest.jobs import cancel_job
+    from sirocco.db import session_scope
+
+    with session_scope(_factory(get_settings())) as session:
+        n = cancel_job(session=session, job_id=job_id)
+    console.print(f"cancelled {n} queued item(s) of job {job_id}")
+
+
+@jobs_app.command("retry")
+def jobs_retry(job_id: str) -> None:
+    """Queue a job's failed items again."""
+    from ingest.jobs import retry_failed
+    from sirocco.db import session_scope
+
+    settings = get_settings()
+    with session_scope(_factory(settings)) as session:
+        doc_ids = retry_failed(session=session, job_id=job_id)
+    _enqueue(settings, doc_ids, job_id)
+    console.print(f"re-queued {len(doc_ids)} item(s) of job {job_id}")
+
+
 def main() -> None:
-    app()
+    from sirocco.errors import SiroccoError
+
+    try:
+        app()
+    except SiroccoError as exc:
+        _fail(exc.message)
 
 
 if __name__ == "__main__":

@@ -108,6 +108,15 @@ class ApiSettings(BaseModel):
     max_upload_mb: int = 50
 
 
+class IngestSettings(BaseModel):
+    # Per-file bounds on parsing (see ingest.formats.base.Limits).
+    max_file_mb: float = 100
+    max_pages: int = 2000
+    # Zip-based formats (docx, xlsx, pptx, odt, epub): refuse likely zip bombs.
+    max_zip_ratio: float = 100
+    max_zip_expanded_mb: float = 500
+
+
 class _ShortEnvNames(PydanticBaseSettingsSource):
     """Accept the operator-facing short names for the three service URLs."""
 
@@ -151,6 +160,7 @@ class Settings(BaseSettings):
     celery: CelerySettings = Field(default_factory=CelerySettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
 
     @classmethod
     def settings_customise_sources(

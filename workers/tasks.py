@@ -21,6 +21,7 @@ from sqlalchemy.exc import OperationalError as DatabaseDown
 from sqlalchemy.orm import Session, sessionmaker
 
 from ingest.embedder import Embedder, create_embedder
+from ingest.jobs import finish_from_document, finish_item, start_item
 from ingest.service import ingest_document, mark_document
 from retrieval.store import Store, create_store
 from sirocco.db import make_engine, make_session_factory
@@ -67,28 +68,43 @@ def worker_resources(settings: Settings) -> Resources:
         return res
 
 
-def ingest_document_task(self: Task, doc_id: str) -> int:
-    """Ingest one document; transient failures retry with exponential backoff."""
+def ingest_document_task(self: Task, doc_id: str, job_id: str | None = None) -> int:
+    """Ingest one document; transient failures retry with exponential backoff.
+
+    With ``job_id`` the job's item is claimed first (a cancelled item is skipped)
+    and its final state and error are counted on the job.
+    """
     settings: Settings = getattr(self.app, "settings", None) or get_settings()
     res = worker_resources(settings)
+    if job_id is not None and not start_item(job_id, doc_id, session_factory=res.session_factory):
+        return 0
 
     def mark(status: str, error: str) -> None:
         try:
             mark_document(doc_id, session_factory=res.session_factory, status=status, error=error)
+            if job_id is not None and status == "failed":
+                finish_item(job_id, doc_id, session_factory=res.session_factory,
+                            state="failed", error=error)
         except Exception:  # the database may be what failed; the log keeps the reason
             logger.exception("could not record document status", extra={"doc_id": doc_id})
 
     try:
-        return ingest_document(
+        chunks = ingest_document(
             doc_id,
             session_factory=res.session_factory,
             embedder=res.embedder,
             store=res.store,
             settings=settings,
         )
+        if job_id is not None:
+            finish_from_document(job_id, doc_id, session_factory=res.session_factory)
+        return chunks
     except NotFoundError as exc:
         logger.warning("document vanished, nothing to do", extra={"doc_id": doc_id})
         logger.debug(exc.message)
+        if job_id is not None:
+            finish_item(job_id, doc_id, session_factory=res.session_factory, state="failed",
+                        error="the document was deleted before it was ingested")
         return 0
     except (UnavailableError, DatabaseDown) as exc:
         reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
@@ -126,9 +142,14 @@ def register_tasks(app: Celery) -> None:
 
 
 def enqueue_documents(
-    celery_app: Celery, doc_ids: Iterable[str], *, queue: str | None = None
+    celery_app: Celery,
+    doc_ids: Iterable[str],
+    *,
+    queue: str | None = None,
+    job_id: str | None = None,
 ) -> list[str]:
-    """Send one ingestion task per document id; returns the task ids.
+    """Send one ingestion task per document id (as items of ``job_id`` if
+    given); returns the task ids.
 
     Call it after the transaction that created the rows has committed, or the
     worker may not find them. Raises ``UnavailableError`` when the broker is down.
@@ -140,7 +161,8 @@ def enqueue_documents(
                 options: dict[str, Any] = {"producer": producer}
                 if queue:
                     options["queue"] = queue
-                ids.append(celery_app.send_task(INGEST_DOCUMENT, args=[doc_id], **options).id)
+                args = [doc_id] if job_id is None else [doc_id, job_id]
+                ids.append(celery_app.send_task(INGEST_DOCUMENT, args=args, **options).id)
     except (BrokerError, OSError) as exc:
         raise UnavailableError(
             f"the task queue is unreachable ({exc}); {len(ids)} document(s) were queued"

@@ -1,14 +1,25 @@
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
 from fastapi import APIRouter, Request
+from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
 from api.deps import ServicesDep, SettingsDep
 from api.documents import accept_uploads, document_status, too_large
 from api.schemas import DocumentStatus, UploadAccepted
+from api.services import Services
+from ingest.jobs import add_items, create_job, finish_if_complete
+from ingest.models import Document
+from ingest.sources import uploads_source
 from sirocco.db import session_scope
 
 router = APIRouter(tags=["documents"])
+logger = logging.getLogger(__name__)
 
 TENANT = "default"  # until auth decides the tenant per caller
 MAX_FILES = 100
@@ -44,11 +55,13 @@ async def upload_documents(
     async with request.form(max_files=MAX_FILES, max_fields=MAX_FILES) as form:
         files = [f for key in ("files", "file") for f in form.getlist(key)
                  if isinstance(f, UploadFile)]
+        job = UploadJob(services, TENANT, settings.uploads_path)
         accepted = await accept_uploads(
-            files, services=services, uploads_root=settings.uploads_path,
+            files, services=job.services(), uploads_root=settings.uploads_path,
             max_bytes=limit, tenant=TENANT,
+            max_file_bytes=int(settings.ingest.max_file_mb * 1024 * 1024),
         )
-    return UploadAccepted(documents=accepted)
+    return UploadAccepted(documents=accepted, job_id=job.job_id)
 
 
 @router.get("/api/documents/{doc_id}", response_model=DocumentStatus)
@@ -56,3 +69,36 @@ def get_document(doc_id: str, services: ServicesDep) -> DocumentStatus:
     """Ingestion status of one document: status, error, chunk_count."""
     with session_scope(services.session_factory) as session:
         return document_status(session=session, doc_id=doc_id)
+
+
+class UploadJob:
+    """Makes an upload a job of the tenant's "uploads" source, around
+    ``accept_uploads``: registered documents get the source, and the queued ones
+    become the items of an "upload" job created just before they are enqueued."""
+
+    def __init__(self, services: Services, tenant: str, uploads_root: Path) -> None:
+        self._base, self._tenant, self._root = services, tenant, uploads_root
+        self.job_id: str | None = None
+
+    def services(self) -> Services:
+        """A copy of the services whose register/enqueue do the above."""
+        return replace(self._base, register_files=self._register,
+                       enqueue_documents=self._enqueue)
+
+    def _register(self, paths: Any, *, session: Session, tenant: str = "default") -> list[Any]:
+        docs = self._base.register_files(paths, session=session, tenant=tenant)
+        source = uploads_source(session=session, tenant=tenant, path=self._root)
+        for doc in docs:
+            doc.source_id = source.id
+        return docs
+
+    def _enqueue(self, celery_app: Any, doc_ids: Any) -> Any:
+        with session_scope(self._base.session_factory) as session:
+            docs = [d for i in doc_ids if (d := session.get(Document, i)) is not None]
+            job = create_job(session=session, tenant=self._tenant, kind="upload")
+            add_items(job, docs, session=session)
+            finish_if_complete(session=session, job_id=job.id)
+            self.job_id = job.id
+        logger.info("upload job", extra={"job_id": self.job_id, "documents": len(docs)})
+        return self._base.enqueue_documents(celery_app, doc_ids,
+                                            job_id=self.job_id)  # type: ignore[call-arg]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from assistant.service import Assistant
 from assistant.testing import ConstantEmbedder, ScriptedEngine, StaticStore
 from ingest.models import Document
 from sirocco.db import Base, make_engine, make_session_factory
-from sirocco.errors import InvalidInputError, UnsupportedFormatError
+from sirocco.errors import DocumentTooLargeError, InvalidInputError, UnsupportedFormatError
 from sirocco.settings import Settings
 from traces.recorder import TraceRecorder
 
@@ -58,7 +59,8 @@ class FakeIngest:
         session.add_all(docs)
         return docs
 
-    def enqueue_documents(self, celery_app: Any, doc_ids: Sequence[str]) -> None:
+    def enqueue_documents(self, celery_app: Any, doc_ids: Sequence[str],
+                          job_id: str | None = None) -> None:
         with self.factory() as other:  # a separate session sees only committed rows
             self.committed_at_enqueue.append(
                 all(other.get(Document, i) is not None for i in doc_ids))
@@ -174,7 +176,7 @@ async def test_refused_format_is_415_and_the_file_removed(settings, factory) -> 
     ingest = FakeIngest(factory, register_error=UnsupportedFormatError(
         "no parser for .exe files; supported: .pdf, .txt"))
     async with client_for(make_app(settings, factory, ingest)) as client:
-        response = await client.post("/api/documents", files={"files": ("a.exe", b"MZ", "x/y")})
+        response = await client.post("/api/documents", files={"files": ("a.txt", b"MZ", "x/y")})
     assert response.status_code == 415
     assert response.json()["error"]["message"] == "no parser for .exe files; supported: .pdf, .txt"
     assert saved_files(settings) == []
@@ -236,3 +238,59 @@ async def test_upload_with_the_real_register_files(settings, factory) -> None:
     assert status["status"] == "queued"
     with factory() as session:
         assert session.get(Document, doc["id"]).source_path == str(path)
+
+
+async def test_unsupported_type_is_415_before_saving(settings, factory) -> None:
+    ingest = FakeIngest(factory)
+    async with client_for(make_app(settings, factory, ingest)) as client:
+        response = await client.post("/api/documents", files=[
+            ("files", ("ok.txt", b"fine", "text/plain")),
+            ("files", ("photo.png", b"\x89PNG\r\n\x1a\n" + bytes(range(256)), "image/png"))])
+    assert response.status_code == 415
+    error = response.json()["error"]
+    assert error["code"] == "unsupported_format"
+    assert error["message"].startswith("photo.png: unsupported file type .png; supported formats:")
+    assert saved_files(settings) == [] and ingest.registered == []
+
+
+async def test_legacy_doc_is_415_with_a_hint(settings, factory) -> None:
+    from tests.unit.test_ingest_formats import _ole2
+
+    ingest = FakeIngest(factory)
+    async with client_for(make_app(settings, factory, ingest)) as client:
+        response = await client.post("/api/documents", files={
+            "files": ("old.doc", _ole2("WordDocument"), "application/msword")})
+    assert response.status_code == 415
+    assert response.json()["error"]["message"] == (
+        "old.doc: legacy binary Word 97-2003 .doc is not supported; save as .docx")
+    assert saved_files(settings) == []
+
+
+async def test_single_file_over_the_per_file_limit_is_413(settings, factory) -> None:
+    from api.documents import accept_uploads
+    from api.services import Services
+
+    ingest = FakeIngest(factory)
+    services = Services(session_factory=factory, assistant=None, celery_app=CELERY,
+                        register_files=ingest.register_files,
+                        enqueue_documents=ingest.enqueue_documents)
+
+    class _Upload:
+        filename = "big.txt"
+        file = io.BytesIO(b"x" * (3 * MB // 2))
+
+    with pytest.raises(DocumentTooLargeError) as err:
+        await accept_uploads([_Upload()], services=services, uploads_root=settings.uploads_path,
+                             max_bytes=3 * MB, max_file_bytes=MB)
+    assert err.value.message == "big.txt: file too large (1.5 MB); the limit is 1 MB per file"
+    assert saved_files(settings) == [] and ingest.registered == []
+
+
+async def test_mislabelled_docx_is_accepted(settings, factory) -> None:
+    ingest = FakeIngest(factory)
+    docx = (Path(__file__).resolve().parents[1] / "fixtures" / "really-docx.doc").read_bytes()
+    async with client_for(make_app(settings, factory, ingest)) as client:
+        response = await client.post(
+            "/api/documents", files={"files": ("really-docx.doc", docx, "application/msword")})
+    assert response.status_code == 202, response.text
+    assert [p.name for p in ingest.registered] == ["really-docx.doc"]

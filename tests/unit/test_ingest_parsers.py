@@ -138,13 +138,12 @@ def test_unknown_binary_lists_supported_formats():
         assert ext in msg
 
 
-def test_zip_that_is_not_docx_is_unsupported():
+def test_zip_of_no_known_format_is_unsupported():
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr("[Content_Types].xml", "<Types/>")
-        zf.writestr("xl/workbook.xml", "<workbook/>")
-    with pytest.raises(UnsupportedFormatError, match="sheet.xlsx: .*not a Word"):
-        parse_bytes(buf.getvalue(), name="sheet.xlsx")
+        zf.writestr("photos/readme.txt", "holiday pictures")
+    with pytest.raises(UnsupportedFormatError, match=r"photos\.zip: .*zip archive of no known"):
+        parse_bytes(buf.getvalue(), name="photos.zip")
 
 
 def test_docx_extension_without_zip_content():

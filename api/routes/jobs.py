@@ -1,0 +1,60 @@
+"""Ingestion jobs: progress, per-file errors, cancel and retry."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from fastapi import APIRouter
+
+from api.deps import ServicesDep
+from api.schemas import JobItemPublic, JobPublic
+from api.services import Services
+from ingest.jobs import JobReport, cancel_job, get_report, retry_failed
+from sirocco.db import session_scope
+
+router = APIRouter(tags=["jobs"])
+
+
+def job_public(report: JobReport) -> JobPublic:
+    """The wire form of a job report."""
+    items = [
+        JobItemPublic(document_id=i.document_id, path=i.path, filename=Path(i.path).name,
+                      state=i.state, error=i.error, attempts=i.attempts)
+        for i in report.items
+    ]
+    return JobPublic.model_validate(
+        {**{c: getattr(report.job, c) for c in JobPublic.model_fields if c not in
+            ("progress", "items")}, "progress": report.progress, "items": items}
+    )
+
+
+def load_job(services: Services, job_id: str) -> JobPublic:
+    """The job as it stands now; ``NotFoundError`` if unknown."""
+    with session_scope(services.session_factory) as session:
+        return job_public(get_report(session=session, job_id=job_id))
+
+
+@router.get("/api/jobs/{job_id}", response_model=JobPublic)
+def get_job(job_id: str, services: ServicesDep) -> JobPublic:
+    """State, counts, progress and items (file, state, error) of one job."""
+    return load_job(services, job_id)
+
+
+@router.post("/api/jobs/{job_id}/cancel", response_model=JobPublic)
+def cancel(job_id: str, services: ServicesDep) -> JobPublic:
+    """Cancel the queued items; running ones finish. A finished job is unchanged."""
+    with session_scope(services.session_factory) as session:
+        cancel_job(session=session, job_id=job_id)
+    return load_job(services, job_id)
+
+
+@router.post("/api/jobs/{job_id}/retry", status_code=202, response_model=JobPublic)
+async def retry(job_id: str, services: ServicesDep) -> JobPublic:
+    """Queue the failed items again (enqueued after the commit)."""
+    with session_scope(services.session_factory) as session:
+        doc_ids = retry_failed(session=session, job_id=job_id)
+    if doc_ids:
+        await asyncio.to_thread(services.enqueue_documents, services.celery_app, doc_ids,
+                                job_id=job_id)  # type: ignore[call-arg]
+    return load_job(services, job_id)

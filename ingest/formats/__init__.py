@@ -1,0 +1,1 @@
+"""One parser module per format family; ``ingest.parsers`` is the public entry point."""
