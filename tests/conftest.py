@@ -1,42 +1,16 @@
-"""Shared test helpers: reaching the real services the integration tier needs.
-
-On a machine without PostgreSQL or Redis those tests skip with the reason;
-in CI (``CI`` set) an unreachable service fails the run instead, so a green
-CI always means the real services were used.
-"""
+"""Shared fixtures: the real services the integration tier needs
+(skipped when absent, failed in CI: see ``tests.support``)."""
 
 from __future__ import annotations
 
 import os
-import socket
-from urllib.parse import urlparse
 
 import pytest
 
-IN_CI = bool(os.environ.get("CI"))
+from tests.support import require_service
+
 TEST_DATABASE_URL = os.environ.get("SIROCCO_TEST_DATABASE_URL", "")
 TEST_REDIS_URL = os.environ.get("SIROCCO_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-
-
-def _reachable(url: str, default_port: int) -> bool:
-    parsed = urlparse(url)
-    try:
-        with socket.create_connection(
-            (parsed.hostname or "127.0.0.1", parsed.port or default_port), 2
-        ):
-            return True
-    except OSError:
-        return False
-
-
-def require_service(name: str, url: str, default_port: int) -> str:
-    """Return ``url`` if the service answers; otherwise skip (or fail in CI)."""
-    if url and _reachable(url, default_port):
-        return url
-    reason = f"{name} not reachable at {url or '(SIROCCO_TEST_* url unset)'}"
-    if IN_CI:
-        pytest.fail(f"{reason}: CI needs the real service")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,6 @@ handler runs on.
 from __future__ import annotations
 
 import importlib.util
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -24,18 +23,14 @@ import pytest
 
 from sirocco.errors import UnavailableError
 from sirocco.settings import LLMSettings, Settings
+from tests.support import IN_CI, unavailable
 
 REPO = Path(__file__).resolve().parents[2]
-# Same rule as tests/conftest.py: in CI a missing prerequisite fails instead of skipping.
-IN_CI = bool(os.environ.get("CI"))
 
 
 def _need(module: str, why: str) -> None:
     if importlib.util.find_spec(module) is None:
-        reason = f"{module} is not installed ({why})"
-        if IN_CI:
-            pytest.fail(f"{reason}: CI needs it")
-        pytest.skip(reason)
+        unavailable(f"{module} is not installed ({why})")
 
 
 @pytest.fixture(scope="session")

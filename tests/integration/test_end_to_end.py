@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from sqlalchemy import select
 from ingest.models import Document
 from sirocco.db import make_engine, make_session_factory, upgrade_database
 from sirocco.settings import Settings
+from tests.integration.workerutil import stop_worker
 from traces.models import Trace
 
 pytestmark = pytest.mark.integration
@@ -85,13 +85,7 @@ def worker(stack_env: dict[str, str], tmp_path: Path):
         start_new_session=True,
     )
     yield proc, log
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+    stop_worker(proc)
 
 
 async def test_chat_answer_cites_the_ingested_document(

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from ingest.models import Document
 from sirocco.db import session_scope
+from tests.support import require_service
 
 REPO = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/13"  # a database number kept for these tests
@@ -22,14 +23,7 @@ REDIS_URL = "redis://127.0.0.1:6379/13"  # a database number kept for these test
 
 def redis_or_skip() -> None:
     """Skip (fail in CI) when the test Redis does not answer."""
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except redis.RedisError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"Redis at {REDIS_URL} is required in CI: {exc}")
-        pytest.skip(f"Redis at {REDIS_URL} is unreachable: {exc}")
+    require_service("Redis", REDIS_URL, 6379)
 
 
 def start_worker(env: dict[str, str], queue: str, log: Path) -> subprocess.Popen:
