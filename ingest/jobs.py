@@ -129,22 +129,29 @@ def finish_item(
     job_id: str, doc_id: str, *, session_factory: sessionmaker[Session], state: str,
     error: str | None = None,
 ) -> None:
-    """Move a running item to ``state`` ("done" | "failed") with ``error`` and
-    count it on the job in the same transaction; a no-op for an item that is
-    not running (finished twice after a redelivery)."""
-    counter = _COUNTER[state]
+    """``finish_item_in`` in a transaction of its own."""
     with session_scope(session_factory) as session:
-        moved = session.execute(
-            update(JobItem)
-            .where(JobItem.job_id == job_id, JobItem.document_id == doc_id,
-                   JobItem.state == "running")
-            .values(state=state, error=error, updated_at=utcnow())
-        ).rowcount
-        if moved:
-            session.execute(
-                update(Job).where(Job.id == job_id).values({counter.key: counter + 1})
-            )
-            finish_if_complete(session=session, job_id=job_id)
+        finish_item_in(session, job_id, doc_id, state=state, error=error)
+
+
+def finish_item_in(
+    session: Session, job_id: str, doc_id: str, *, state: str, error: str | None = None
+) -> None:
+    """Move a running item to ``state`` ("done" | "failed") with ``error`` and
+    count it on the job, in the caller's transaction; a no-op for an item that
+    is not running (finished twice after a redelivery)."""
+    counter = _COUNTER[state]
+    moved = session.execute(
+        update(JobItem)
+        .where(JobItem.job_id == job_id, JobItem.document_id == doc_id,
+               JobItem.state == "running")
+        .values(state=state, error=error, updated_at=utcnow())
+    ).rowcount
+    if moved:
+        session.execute(
+            update(Job).where(Job.id == job_id).values({counter.key: counter + 1})
+        )
+        finish_if_complete(session=session, job_id=job_id)
 
 
 def finish_from_document(

@@ -32,10 +32,12 @@ class Source(Base):
 class Document(Base):
     """One source file known to Sirocco and where its ingestion stands.
 
-    status: queued -> running -> done | failed; "cancelled" when its job was
-    cancelled before it ran; "duplicate" when another document of the tenant
-    has the same content hash: then ``duplicate_of`` names that document, and
-    this one has no chunks of its own (search finds the original).
+    status: queued -> running (parsing) -> parsed (chunks staged in
+    ``StagedChunks``) -> embedding (claimed by an embed task until
+    ``lease_until``) -> done | failed; "cancelled" when its job was cancelled
+    before it ran; "duplicate" when another document of the tenant has the same
+    content hash: then ``duplicate_of`` names that document, and this one has no
+    chunks of its own (search finds the original).
     One row per (tenant, source_path): re-registering a changed file re-queues it.
     """
 
@@ -59,10 +61,35 @@ class Document(Base):
     # Ingestion attempts since the last (re-)queue; caps redeliveries of a
     # document that kills its worker (acks_late + reject_on_worker_lost).
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # While "embedding": the claim is the embed task's until then; after it, the
+    # claimer is presumed dead and any embed task may take the document over.
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
+
+
+class StagedChunks(Base):
+    """A parsed document's chunks, waiting for the embed stage (JSON list of
+    ``Chunk`` fields), with the job item to finish once they are stored.
+
+    Written by the parse task, read and deleted by the embed task that stores
+    the document: parsing and embedding run on separate queues, and a task's
+    arguments stay small (ids), so the chunks travel through SQL.
+    """
+
+    __tablename__ = "staged_chunks"
+
+    document_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    job_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    chunk_count: Mapped[int] = mapped_column(Integer, default=0)
+    chunks: Mapped[str] = mapped_column(Text)
+    # Facts of the parse the embed stage writes onto the document once stored.
+    title: Mapped[str] = mapped_column(Text, default="")
+    mime_type: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Job(Base):

@@ -68,28 +68,34 @@ class QdrantStore:
     def upsert(self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]) -> None:
         """Write chunks under their deterministic ids (``Chunk.id``); the collection
         is created on first use."""
-        if len(chunks) != len(vectors):
-            raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
-        if not chunks:
-            return
-        points = [
-            qm.PointStruct(id=c.id, vector=list(map(float, v)), payload=_payload(c))
-            for c, v in zip(chunks, vectors, strict=True)
-        ]
-        with self._client() as client:
-            self._ensure(client, len(points[0].vector))  # type: ignore[arg-type]
-            for i in range(0, len(points), _UPSERT_BATCH):
-                client.upsert(self.collection, points=points[i : i + _UPSERT_BATCH], wait=True)
+        self.replace_documents((), chunks, vectors)
 
     def delete_document(self, doc_id: str) -> None:
         """Remove every chunk of ``doc_id``; a missing collection is a no-op."""
         with self._client() as client:
-            if client.collection_exists(self.collection):
-                client.delete(
-                    self.collection,
-                    points_selector=qm.FilterSelector(filter=_filter(doc_ids=[doc_id])),
-                    wait=True,
-                )
+            self._delete(client, [doc_id])
+
+    def replace_documents(
+        self, doc_ids: Sequence[str], chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]
+    ) -> None:
+        """Delete the chunks of ``doc_ids``, then upsert ``chunks``, under one
+        client (in local mode: one lock and one load of the store for a whole
+        embedding batch)."""
+        if len(chunks) != len(vectors):
+            raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
+        points = [
+            qm.PointStruct(id=c.id, vector=list(map(float, v)), payload=_payload(c))
+            for c, v in zip(chunks, vectors, strict=True)
+        ]
+        if not points and not doc_ids:
+            return
+        with self._client() as client:
+            self._delete(client, doc_ids)
+            if not points:
+                return
+            self._ensure(client, len(points[0].vector))  # type: ignore[arg-type]
+            for i in range(0, len(points), _UPSERT_BATCH):
+                client.upsert(self.collection, points=points[i : i + _UPSERT_BATCH], wait=True)
 
     def search(
         self,
@@ -159,6 +165,14 @@ class QdrantStore:
             if exc.status_code is not None and (exc.status_code >= 500 or exc.status_code == 429):
                 raise UnavailableError(f"Qdrant answered {exc.status_code}: {exc}") from exc
             raise
+
+    def _delete(self, client: QdrantClient, doc_ids: Sequence[str]) -> None:
+        if doc_ids and client.collection_exists(self.collection):
+            client.delete(
+                self.collection,
+                points_selector=qm.FilterSelector(filter=_filter(doc_ids=doc_ids)),
+                wait=True,
+            )
 
     def _ensure(self, client: QdrantClient, dim: int) -> None:
         if client.collection_exists(self.collection):

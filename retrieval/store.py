@@ -23,6 +23,13 @@ class Store(Protocol):
         """Remove every chunk of a document."""
         ...
 
+    def replace_documents(
+        self, doc_ids: Sequence[str], chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]
+    ) -> None:
+        """Remove every chunk of ``doc_ids``, then write ``chunks`` (of those
+        documents), as one store operation."""
+        ...
+
     def search(
         self,
         vector: Sequence[float],

@@ -95,12 +95,20 @@ def serve(
 def worker(
     concurrency: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "info",
+    stage: Annotated[
+        list[str] | None,
+        typer.Option(help="Consume only this stage's queue: parse or embed (repeatable)."),
+    ] = None,
 ) -> None:
-    """Run a Celery ingestion worker (Redis broker, or the embedded one)."""
+    """Run a Celery ingestion worker (Redis broker, or the embedded one); by
+    default it consumes both the parse and the embed queue."""
     _setup_logging()
     from workers.app import run_worker
 
-    run_worker(get_settings(), loglevel=loglevel, concurrency=concurrency)
+    try:
+        run_worker(get_settings(), loglevel=loglevel, concurrency=concurrency, stages=stage)
+    except ValueError as exc:
+        _fail(str(exc))
 
 
 def _factory(settings: Settings):  # type: ignore[no-untyped-def]
@@ -257,7 +265,9 @@ def up(
 
     upgrade_database(settings)
     prepare_models(settings)
-    worker_proc = subprocess.Popen([sys.executable, "-m", "sirocco", "worker"])
+    # One worker per stage: parsing a large file never holds up embedding.
+    workers = [subprocess.Popen([sys.executable, "-m", "sirocco", "worker", "--stage", stage])
+               for stage in ("parse", "embed")]
     try:
         if ingest_path is not None:
             _, queued = _register_and_enqueue(settings, ingest_path.resolve(), "default")
@@ -275,11 +285,13 @@ def up(
         )
         serve(host=None, port=None)
     finally:
-        worker_proc.terminate()
-        try:
-            worker_proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker_proc.kill()
+        for proc in workers:
+            proc.terminate()
+        for proc in workers:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def _store(settings: Settings):  # type: ignore[no-untyped-def]

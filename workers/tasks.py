@@ -1,7 +1,10 @@
-"""Celery tasks: thin wrappers that re-fetch by id and call the services.
+"""Celery tasks: thin wrappers that re-fetch by id and call ``ingest.pipeline``.
 
-Heavy resources (embedding model, store, SQL engine) are built once per worker
-process, on its first task, so a prefork parent never imports torch.
+Two stages on two queues (``queue_names``): ``sirocco.ingest.parse`` parses
+and chunks one document, then sends ``sirocco.ingest.embed``, which embeds it
+together with other parsed documents. Heavy resources (embedding model,
+tokenizer, store, SQL engine) are built once per worker process, on first use,
+so a prefork parent never imports torch.
 """
 
 from __future__ import annotations
@@ -10,8 +13,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -21,8 +23,9 @@ from sqlalchemy.exc import OperationalError as DatabaseDown
 from sqlalchemy.orm import Session, sessionmaker
 
 from ingest.embedder import Embedder, create_embedder
-from ingest.jobs import finish_from_document, finish_item, start_item
-from ingest.service import ingest_document, mark_document
+from ingest.jobs import finish_item, start_item
+from ingest.pipeline import embed_staged, fail_documents, mark_document, parse_document
+from ingest.tokenizer import ChunkTokenizer, load_chunk_tokenizer
 from retrieval.store import Store, create_store
 from sirocco.db import make_engine, make_session_factory
 from sirocco.errors import NotFoundError, UnavailableError
@@ -33,18 +36,59 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-INGEST_DOCUMENT = "sirocco.ingest.document"
+PARSE_DOCUMENT = "sirocco.ingest.parse"
+EMBED_DOCUMENT = "sirocco.ingest.embed"
 #: Retry delays for transient errors: 10 s, 20 s, 40 s ... (full jitter), at most 10 min.
 RETRY_BACKOFF_S = 10
 RETRY_BACKOFF_MAX_S = 600
+#: An embed task whose document another task holds looks again this often.
+LEASE_POLL_S = 15.0
+TRANSIENT = (UnavailableError, DatabaseDown)
 
 
-@dataclass(slots=True)
+def queue_names(settings: Settings) -> dict[str, str]:
+    """Stage ("parse" | "embed") -> its queue name."""
+    prefix = settings.celery.queue_prefix
+    return {"parse": f"{prefix}.parse", "embed": f"{prefix}.embed"}
+
+
+def task_routes(settings: Settings) -> dict[str, dict[str, str]]:
+    """Each task to its stage's queue."""
+    q = queue_names(settings)
+    return {PARSE_DOCUMENT: {"queue": q["parse"]}, EMBED_DOCUMENT: {"queue": q["embed"]}}
+
+
 class Resources:
-    pid: int
-    embedder: Embedder
-    store: Store
-    session_factory: sessionmaker[Session]
+    """One worker process's heavy objects, each built on first use: a parse-only
+    worker never loads the embedding model, an embed worker never the tokenizer
+    alone."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.pid = os.getpid()
+        self.settings = settings
+        self.session_factory: sessionmaker[Session] = make_session_factory(make_engine(settings))
+        self._embedder: Embedder | None = None
+        self._store: Store | None = None
+        self._tokenizer: ChunkTokenizer | Embedder | None = None
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = create_embedder(self.settings)
+        return self._embedder
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = create_store(self.settings)
+        return self._store
+
+    @property
+    def tokenizer(self) -> ChunkTokenizer | Embedder:
+        """The embedder when loaded already (same tokenizer), else the tokenizer alone."""
+        if self._tokenizer is None:
+            self._tokenizer = self._embedder or load_chunk_tokenizer(self.settings)
+        return self._tokenizer
 
 
 _resources: dict[str, Resources] = {}
@@ -52,104 +96,142 @@ _resources_lock = threading.Lock()
 
 
 def worker_resources(settings: Settings) -> Resources:
-    """This process's embedder, store and session factory for ``settings``, built
-    on first use. Never shared across a fork: a child builds its own."""
+    """This process's resources for ``settings``, built on first use. Never
+    shared across a fork: a child builds its own."""
     key = settings.model_dump_json()
     with _resources_lock:
         res = _resources.get(key)
         if res is None or res.pid != os.getpid():
-            res = Resources(
-                pid=os.getpid(),
-                embedder=create_embedder(settings),
-                store=create_store(settings),
-                session_factory=make_session_factory(make_engine(settings)),
-            )
-            _resources[key] = res
+            res = _resources[key] = Resources(settings)
         return res
 
 
-def ingest_document_task(self: Task, doc_id: str, job_id: str | None = None) -> int:
-    """Ingest one document; transient failures retry with exponential backoff.
+def _settings(task: Task) -> Settings:
+    return getattr(task.app, "settings", None) or get_settings()
 
-    With ``job_id`` the job's item is claimed first (a cancelled item is skipped)
-    and its final state and error are counted on the job.
+
+def _backoff(task: Task) -> float:
+    return float(get_exponential_backoff_interval(
+        factor=RETRY_BACKOFF_S, retries=task.request.retries, maximum=RETRY_BACKOFF_MAX_S,
+        full_jitter=True,
+    ))
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+
+
+def _time_limit_error(settings: Settings) -> str:
+    return (f"took longer than {settings.celery.task_soft_time_limit_s}s "
+            "(SIROCCO_CELERY__TASK_SOFT_TIME_LIMIT_S)")
+
+
+def parse_document_task(self: Task, doc_id: str, job_id: str | None = None) -> int:
+    """Stage 1: parse and chunk one document, then queue its embedding.
+
+    With ``job_id`` the job's item is claimed first (a cancelled item is
+    skipped); a bad file fails the item at once, transient errors retry with
+    exponential backoff up to ``celery.max_retries``.
     """
-    settings: Settings = getattr(self.app, "settings", None) or get_settings()
+    settings = _settings(self)
     res = worker_resources(settings)
-    if job_id is not None and not start_item(job_id, doc_id, session_factory=res.session_factory):
+    factory = res.session_factory
+    if job_id is not None and not start_item(job_id, doc_id, session_factory=factory):
         return 0
 
-    def mark(status: str, error: str) -> None:
+    def fail(error: str) -> None:
         try:
-            mark_document(doc_id, session_factory=res.session_factory, status=status, error=error)
-            if job_id is not None and status == "failed":
-                finish_item(job_id, doc_id, session_factory=res.session_factory,
-                            state="failed", error=error)
+            mark_document(doc_id, session_factory=factory, status="failed", error=error)
+            if job_id is not None:
+                finish_item(job_id, doc_id, session_factory=factory, state="failed", error=error)
         except Exception:  # the database may be what failed; the log keeps the reason
             logger.exception("could not record document status", extra={"doc_id": doc_id})
 
     try:
-        chunks = ingest_document(
-            doc_id,
-            session_factory=res.session_factory,
-            embedder=res.embedder,
-            store=res.store,
-            settings=settings,
-        )
-        if job_id is not None:
-            finish_from_document(job_id, doc_id, session_factory=res.session_factory)
-        return chunks
-    except NotFoundError as exc:
+        staged = parse_document(doc_id, session_factory=factory, tokenizer=res.tokenizer,
+                                settings=settings, job_id=job_id)
+    except NotFoundError:
         logger.warning("document vanished, nothing to do", extra={"doc_id": doc_id})
-        logger.debug(exc.message)
         if job_id is not None:
-            finish_item(job_id, doc_id, session_factory=res.session_factory, state="failed",
+            finish_item(job_id, doc_id, session_factory=factory, state="failed",
                         error="the document was deleted before it was ingested")
         return 0
-    except (UnavailableError, DatabaseDown) as exc:
-        reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-        max_retries = settings.celery.max_retries
-        if self.request.retries >= max_retries:
-            mark("failed", f"gave up after {self.request.retries + 1} attempts: {reason}")
+    except TRANSIENT as exc:
+        if self.request.retries >= settings.celery.max_retries:
+            fail(f"gave up after {self.request.retries + 1} attempts: {_reason(exc)}")
             raise
-        mark("queued", f"will retry: {reason}")
-        countdown = get_exponential_backoff_interval(
-            factor=RETRY_BACKOFF_S,
-            retries=self.request.retries,
-            maximum=RETRY_BACKOFF_MAX_S,
-            full_jitter=True,
-        )
-        logger.warning(
-            "transient failure, retrying",
-            extra={"doc_id": doc_id, "countdown": countdown, "reason": reason},
-        )
-        raise self.retry(exc=exc, countdown=countdown, max_retries=max_retries) from exc
+        mark_document(doc_id, session_factory=factory, status="queued",
+                      error=f"will retry: {_reason(exc)}")
+        countdown = _backoff(self)
+        logger.warning("transient failure, retrying",
+                       extra={"doc_id": doc_id, "countdown": countdown, "reason": _reason(exc)})
+        raise self.retry(exc=exc, countdown=countdown,
+                         max_retries=settings.celery.max_retries) from exc
     except SoftTimeLimitExceeded:
-        mark(
-            "failed",
-            f"took longer than {settings.celery.task_soft_time_limit_s}s "
-            "(SIROCCO_CELERY__TASK_SOFT_TIME_LIMIT_S)",
-        )
+        fail(_time_limit_error(settings))
         raise
     except Exception as exc:
-        mark("failed", f"internal error: {type(exc).__name__}: {exc}")
+        fail(f"internal error: {type(exc).__name__}: {exc}")
         raise
+    if staged is None:  # a bad file: failed with its message
+        return 0
+    # After the commit above, so the embed task finds the staged chunks.
+    self.app.tasks[EMBED_DOCUMENT].apply_async(args=[doc_id])
+    return staged
+
+
+def embed_document_task(self: Task, doc_id: str) -> int:
+    """Stage 2: embed and store ``doc_id`` with other parsed documents in one
+    batch; returns the chunks stored for ``doc_id`` by this task (0 when
+    another task stored it).
+
+    A document held by another live task is looked at again later; a
+    transient error hands the batch back and retries with backoff; after
+    ``celery.max_retries`` the document fails with the reason.
+    """
+    settings = _settings(self)
+    res = worker_resources(settings)
+    factory = res.session_factory
+    try:
+        outcome = embed_staged(doc_id, session_factory=factory, embedder=res.embedder,
+                               store=res.store, settings=settings)
+    except TRANSIENT as exc:
+        if self.request.retries >= settings.celery.max_retries:
+            fail_documents([doc_id], f"gave up after {self.request.retries + 1} attempts: "
+                           f"{_reason(exc)}", session_factory=factory)
+            raise
+        countdown = _backoff(self)
+        logger.warning("transient failure, retrying",
+                       extra={"doc_id": doc_id, "countdown": countdown, "reason": _reason(exc)})
+        raise self.retry(exc=exc, countdown=countdown,
+                         max_retries=settings.celery.max_retries) from exc
+    except SoftTimeLimitExceeded:
+        fail_documents([doc_id], _time_limit_error(settings), session_factory=factory)
+        raise
+    except Exception as exc:
+        fail_documents([doc_id], f"internal error: {type(exc).__name__}: {exc}",
+                       session_factory=factory)
+        raise
+    if outcome.wait_s is not None:
+        # Not a failure: the holder finishes it, or its lease runs out and we take over.
+        raise self.retry(countdown=min(outcome.wait_s, LEASE_POLL_S), max_retries=None)
+    return outcome.stored.get(doc_id, 0)
 
 
 def register_tasks(app: Celery) -> None:
     """Register Sirocco's tasks on ``app`` (called by ``create_celery``)."""
-    app.task(name=INGEST_DOCUMENT, bind=True, ignore_result=True)(ingest_document_task)
+    app.task(name=PARSE_DOCUMENT, bind=True, ignore_result=True)(parse_document_task)
+    app.task(name=EMBED_DOCUMENT, bind=True, ignore_result=True)(embed_document_task)
 
 
 def enqueue_documents(
     celery_app: Celery,
     doc_ids: Iterable[str],
     *,
-    queue: str | None = None,
     job_id: str | None = None,
 ) -> list[str]:
-    """Send one ingestion task per document id (as items of ``job_id`` if
-    given); returns the task ids.
+    """Send one parse task per document id (as items of ``job_id`` if given) to
+    the parse queue; returns the task ids.
 
     Call it after the transaction that created the rows has committed, or the
     worker may not find them. Raises ``UnavailableError`` when the broker is down.
@@ -158,11 +240,9 @@ def enqueue_documents(
     try:
         with celery_app.producer_or_acquire() as producer:
             for doc_id in doc_ids:
-                options: dict[str, Any] = {"producer": producer}
-                if queue:
-                    options["queue"] = queue
                 args = [doc_id] if job_id is None else [doc_id, job_id]
-                ids.append(celery_app.send_task(INGEST_DOCUMENT, args=args, **options).id)
+                ids.append(celery_app.send_task(PARSE_DOCUMENT, args=args,
+                                                producer=producer).id)
     except (BrokerError, OSError) as exc:
         raise UnavailableError(
             f"the task queue is unreachable ({exc}); {len(ids)} document(s) were queued"

@@ -98,7 +98,7 @@ def test_migrated_schema_matches_the_models(migrated: Settings) -> None:
     finally:
         engine.dispose()
     assert {"documents", "traces", "alembic_version"} <= tables
-    assert version == "0002"
+    assert version == "0003"
     assert diffs == [], f"models and migrations disagree; write a migration: {diffs}"
 
 
@@ -110,7 +110,7 @@ def test_upgrade_is_idempotent(migrated: Settings) -> None:
             versions = conn.execute(text("SELECT version_num FROM alembic_version")).all()
     finally:
         engine.dispose()
-    assert [v for (v,) in versions] == ["0002"]
+    assert [v for (v,) in versions] == ["0003"]
 
 
 def test_trace_and_document_round_trip(migrated: Settings) -> None:
@@ -157,4 +157,4 @@ def test_downgrade_removes_the_tables(migrated: Settings) -> None:
         tables = set(inspect(engine).get_table_names())
     finally:
         engine.dispose()
-    assert not {"documents", "traces", "sources", "jobs", "job_items"} & tables
+    assert not {"documents", "traces", "sources", "jobs", "job_items", "staged_chunks"} & tables

@@ -41,7 +41,8 @@ def stack(tmp_path: Path, request: pytest.FixtureRequest):
                 "SIROCCO_QDRANT__COLLECTION": collection, "SIROCCO_REDIS_URL": REDIS_URL})
     settings = Settings(env="test", data_dir=tmp_path / "var", db={"url": url},
                         redis={"url": REDIS_URL},
-                        qdrant={"path": str(tmp_path / "qdrant"), "collection": collection})
+                        qdrant={"path": str(tmp_path / "qdrant"), "collection": collection},
+                        celery={"queue_prefix": queue})
     engine = make_engine(settings)
     Base.metadata.create_all(engine)
     yield settings, env, queue, make_session_factory(engine)
@@ -53,7 +54,7 @@ def _sync(factory, store, settings, queue) -> str:
     with session_scope(factory) as s:
         plan = sync_source(get_source("docs", session=s), session=s, store=store)
         job_id, ids = plan.job.id, plan.to_enqueue
-    enqueue_documents(create_celery(settings), ids, queue=queue, job_id=job_id)
+    enqueue_documents(create_celery(settings), ids, job_id=job_id)
     return job_id
 
 

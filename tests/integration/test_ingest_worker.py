@@ -94,6 +94,7 @@ def test_worker_ingests_fixtures_and_search_finds_them(broker, tmp_path, databas
         db={"url": database_url},
         redis={"url": REDIS_URL if broker == "redis" else None},
         qdrant={"path": str(tmp_path / "qdrant"), "collection": collection},
+        celery={"queue_prefix": queue},
     )
     if broker == "embedded":
         assert settings.broker_url.startswith("sqla+sqlite:///")
@@ -109,7 +110,7 @@ def test_worker_ingests_fixtures_and_search_finds_them(broker, tmp_path, databas
     proc = start_worker(env, queue, log)
     try:
         # Enqueued after the commit above, while the worker is still starting.
-        assert len(enqueue_documents(app, ids, queue=queue)) == len(ids)
+        assert len(enqueue_documents(app, ids)) == len(ids)
         docs = _wait_for(factory, ids, proc, log)
         by_name = {Path(d.source_path).name: d for d in docs.values()}
         assert {n: d.status for n, d in by_name.items()} == EXPECTED
@@ -142,7 +143,7 @@ def test_worker_ingests_fixtures_and_search_finds_them(broker, tmp_path, databas
         pdf_id = by_name["manual.pdf"].id
         with session_scope(factory) as session:
             session.get(Document, pdf_id).status = "queued"
-        enqueue_documents(app, [pdf_id], queue=queue)
+        enqueue_documents(app, [pdf_id])
         _wait_for(factory, [pdf_id], proc, log)
         assert store.count() == before
     finally:

@@ -26,14 +26,16 @@ def redis_or_skip() -> None:
     require_service("Redis", REDIS_URL, 6379)
 
 
-def start_worker(env: dict[str, str], queue: str, log: Path) -> subprocess.Popen:
-    """A worker process (concurrency 1) on ``queue``, configured by ``env``."""
+def start_worker(env: dict[str, str], prefix: str, log: Path) -> subprocess.Popen:
+    """A worker process (concurrency 1) on both queues of ``prefix``
+    (``SIROCCO_CELERY__QUEUE_PREFIX``), otherwise configured by ``env``."""
     code = (
         "from sirocco.settings import get_settings; from workers.app import run_worker; "
-        f"run_worker(get_settings(), loglevel='info', concurrency=1, queues=[{queue!r}])"
+        "run_worker(get_settings(), loglevel='info', concurrency=1)"
     )
     return subprocess.Popen(
-        [sys.executable, "-c", code], cwd=REPO, env=env, stdout=log.open("w"),
+        [sys.executable, "-c", code], cwd=REPO,
+        env={**env, "SIROCCO_CELERY__QUEUE_PREFIX": prefix}, stdout=log.open("a"),
         stderr=subprocess.STDOUT, start_new_session=True,
     )
 
@@ -49,12 +51,12 @@ def stop_worker(proc: subprocess.Popen) -> None:
             proc.wait(timeout=10)
 
 
-def purge_queue(queue: str) -> None:
-    """Delete the Redis queue and kombu's binding keys."""
+def purge_queue(prefix: str) -> None:
+    """Delete the Redis queues of ``prefix`` and kombu's binding keys."""
     import redis
 
     r = redis.Redis.from_url(REDIS_URL)
-    r.delete(queue, *r.keys(f"*{queue}*"))
+    r.delete(*r.keys(f"*{prefix}*"), f"{prefix}.parse", f"{prefix}.embed")
 
 
 def wait_for(factory, ids: list[str], proc, log: Path, timeout: float = 300

@@ -10,7 +10,7 @@ import pytest
 from sirocco.errors import UnavailableError
 from sirocco.settings import Settings
 from workers.app import create_celery
-from workers.tasks import INGEST_DOCUMENT, enqueue_documents
+from workers.tasks import EMBED_DOCUMENT, PARSE_DOCUMENT, enqueue_documents
 
 
 def test_celery_contract(tmp_path: Path):
@@ -28,7 +28,16 @@ def test_celery_contract(tmp_path: Path):
     assert c.broker_connection_retry_on_startup
     # SQLAlchemy transport options go to create_engine(): nothing else may be there.
     assert c.broker_transport_options == {"connect_args": {"timeout": 30}}
-    assert INGEST_DOCUMENT in app.tasks
+    assert {PARSE_DOCUMENT, EMBED_DOCUMENT} <= set(app.tasks)
+    # Parsing and embedding have their own queues, so each can have its own workers.
+    assert c.task_routes == {PARSE_DOCUMENT: {"queue": "sirocco.parse"},
+                             EMBED_DOCUMENT: {"queue": "sirocco.embed"}}
+
+
+def test_queue_prefix_names_both_queues(tmp_path: Path):
+    app = create_celery(Settings(data_dir=tmp_path, celery={"queue_prefix": "acme"}))
+    assert app.conf.task_routes[PARSE_DOCUMENT] == {"queue": "acme.parse"}
+    assert app.conf.task_routes[EMBED_DOCUMENT] == {"queue": "acme.embed"}
 
 
 def test_redis_broker_gets_a_visibility_timeout_longer_than_a_task(tmp_path: Path):
@@ -40,6 +49,18 @@ def test_redis_broker_gets_a_visibility_timeout_longer_than_a_task(tmp_path: Pat
     app = create_celery(settings)
     assert app.conf.broker_url == "redis://127.0.0.1:6379/3"
     assert app.conf.broker_transport_options["visibility_timeout"] > 5000
+    # A short one brings a killed worker's task back sooner (tests, small files).
+    short = Settings(data_dir=tmp_path, redis={"url": "redis://127.0.0.1:6379/3"},
+                     celery={"visibility_timeout_s": 40})
+    assert create_celery(short).conf.broker_transport_options["visibility_timeout"] == 40
+
+
+def test_a_worker_refuses_an_unknown_stage(tmp_path: Path):
+    from workers.app import run_worker
+
+    expected = r"unknown stage\(s\) \['pasre'\]; valid: \['embed', 'parse'\]"
+    with pytest.raises(ValueError, match=expected):
+        run_worker(Settings(data_dir=tmp_path), stages=["pasre"])
 
 
 def test_no_heavy_imports_in_the_worker_parent(tmp_path: Path):

@@ -1,5 +1,5 @@
-"""ingest.service with a real SQLite file and in-memory doubles for the
-embedder and the store (no model, no Qdrant)."""
+"""ingest.service and ingest.pipeline with a real SQLite file and in-memory
+doubles for the embedder and the store (no model, no Qdrant)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,16 @@ import pytest
 from sqlalchemy import select
 
 import ingest.models  # noqa: F401  (registers the table on Base)
-from ingest.models import Document
-from ingest.service import chunk_sizes, ingest_document, register_files
+from ingest.jobs import add_items, create_job, get_report, start_item
+from ingest.models import Document, StagedChunks
+from ingest.pipeline import (
+    chunk_sizes,
+    claim_batch,
+    embed_staged,
+    ingest_document,
+    parse_document,
+)
+from ingest.service import register_files
 from sirocco.db import Base, make_engine, make_session_factory, session_scope
 from sirocco.errors import NotFoundError, UnavailableError
 from sirocco.settings import Settings
@@ -53,6 +61,12 @@ class FakeStore:
 
     def delete_document(self, doc_id: str) -> None:
         self.points = {k: c for k, c in self.points.items() if c.doc_id != doc_id}
+
+    def replace_documents(self, doc_ids, chunks, vectors) -> None:
+        if self.fail:
+            raise self.fail
+        self.points = {k: c for k, c in self.points.items() if c.doc_id not in doc_ids}
+        self.upsert(chunks, vectors)
 
     def search(self, vector, *, top_k, tenant=None, doc_ids=None) -> list[SearchHit]:
         return []
@@ -187,7 +201,9 @@ def test_ingest_document_lets_transient_errors_through(factory, files, settings)
         )
     with session_scope(factory) as s:
         doc = s.get(Document, doc_id)
-        assert (doc.status, doc.attempts) == ("running", 1)
+        # Parsed, and the failed batch handed back: any embed task may take it again.
+        assert (doc.status, doc.attempts, doc.lease_until) == ("parsed", 1, None)
+        assert s.get(StagedChunks, doc_id) is not None
 
 
 def test_ingest_document_gives_up_after_unfinished_attempts(factory, files, settings):
@@ -205,6 +221,120 @@ def test_ingest_document_gives_up_after_unfinished_attempts(factory, files, sett
         doc = s.get(Document, doc_id)
         assert doc.status == "failed" and doc.error.startswith("gave up after 4 attempts")
     assert store.count() == 0
+
+
+def _parse_all(factory, settings, ids, job_id=None):
+    for doc_id in ids:
+        if job_id is not None:
+            assert start_item(job_id, doc_id, session_factory=factory)
+        assert parse_document(doc_id, session_factory=factory, tokenizer=FakeEmbedder(),
+                              settings=settings, job_id=job_id)
+
+
+def test_embed_batches_across_documents_and_finishes_their_job_items(factory, files, settings):
+    ids = dict(_register(factory, [files]))
+    with session_scope(factory) as s:
+        job = create_job(session=s, tenant="default", kind="ingest")
+        add_items(job, [s.get(Document, i) for i in ids.values()], session=s)
+        job_id = job.id
+    _parse_all(factory, settings, ids.values(), job_id)
+    with session_scope(factory) as s:
+        assert {s.get(Document, i).status for i in ids.values()} == {"parsed"}
+        n_guide = s.get(StagedChunks, ids["guide.md"]).chunk_count
+    embedder, store = FakeEmbedder(), FakeStore()
+    wide = settings.model_copy(update={"embedding": settings.embedding.model_copy(
+        update={"max_batch_chunks": 1000, "batch_size": 1000})})
+    out = embed_staged(ids["guide.md"], session_factory=factory, embedder=embedder,
+                       store=store, settings=wide)
+    # One task stored both documents with one encode call.
+    assert set(out.stored) == set(ids.values()) and out.wait_s is None
+    assert embedder.batches == [n_guide + 2]
+    assert store.count() == n_guide + 2
+    with session_scope(factory) as s:
+        docs = [s.get(Document, i) for i in ids.values()]
+        assert {(d.status, d.lease_until) for d in docs} == {("done", None)}
+        assert s.scalars(select(StagedChunks)).all() == []
+        report = get_report(session=s, job_id=job_id)
+        assert (report.job.state, report.job.done) == ("done", 2)
+    # The other document's own embed task then has nothing to do.
+    again = embed_staged(ids["manual.pdf"], session_factory=factory, embedder=embedder,
+                         store=store, settings=wide)
+    assert again.stored == {} and again.wait_s is None and len(embedder.batches) == 1
+
+
+def test_chunk_budget_bounds_a_batch_but_always_takes_the_asked_document(
+    factory, files, settings
+):
+    ids = dict(_register(factory, [files]))
+    _parse_all(factory, settings, ids.values())
+    one = settings.model_copy(update={"embedding": settings.embedding.model_copy(
+        update={"max_batch_chunks": 1})})
+    claimed, wait = claim_batch(ids["manual.pdf"], session_factory=factory, settings=one)
+    assert (claimed, wait) == ([ids["manual.pdf"]], None)
+
+
+def test_a_live_lease_makes_the_owner_wait_and_an_expired_one_is_taken_over(
+    factory, files, settings
+):
+    from datetime import timedelta
+
+    from sirocco.db import utcnow
+
+    ids = dict(_register(factory, [files]))
+    _parse_all(factory, settings, ids.values())
+    claimed, _ = claim_batch(ids["guide.md"], session_factory=factory, settings=settings)
+    assert set(claimed) == set(ids.values())
+    # manual.pdf's own task arrives while the batch holder is alive: wait, do nothing.
+    again, wait = claim_batch(ids["manual.pdf"], session_factory=factory, settings=settings)
+    assert again == [] and wait is not None
+    assert settings.celery.task_time_limit_s - 5 < wait <= settings.celery.task_time_limit_s + 1
+    # The holder died: once its lease ran out, the next task takes both over.
+    with session_scope(factory) as s:
+        for i in ids.values():
+            s.get(Document, i).lease_until = utcnow() - timedelta(seconds=1)
+    store = FakeStore()
+    out = embed_staged(ids["manual.pdf"], session_factory=factory, embedder=FakeEmbedder(),
+                       store=store, settings=settings)
+    assert set(out.stored) == set(ids.values())
+    with session_scope(factory) as s:
+        assert {s.get(Document, i).status for i in ids.values()} == {"done"}
+
+
+def test_embedding_claims_are_capped(factory, files, settings):
+    from datetime import timedelta
+
+    from sirocco.db import utcnow
+
+    doc_id = dict(_register(factory, [files]))["guide.md"]
+    _parse_all(factory, settings, [doc_id])
+    with session_scope(factory) as s:
+        doc = s.get(Document, doc_id)
+        doc.status, doc.attempts = "embedding", settings.celery.max_retries + 1
+        doc.lease_until = utcnow() - timedelta(seconds=1)
+    claimed, _ = claim_batch(doc_id, session_factory=factory, settings=settings)
+    assert claimed == []
+    with session_scope(factory) as s:
+        doc = s.get(Document, doc_id)
+        assert doc.status == "failed"
+        assert doc.error.startswith("gave up after 4 embedding attempts")
+        assert s.get(StagedChunks, doc_id) is None
+
+
+def test_a_document_requeued_during_embedding_is_not_marked_done(factory, files, settings):
+    doc_id = dict(_register(factory, [files]))["guide.md"]
+    _parse_all(factory, settings, [doc_id])
+
+    class Requeuing(FakeStore):
+        def replace_documents(self, doc_ids, chunks, vectors) -> None:
+            super().replace_documents(doc_ids, chunks, vectors)
+            with session_scope(factory) as s:  # the file changed: a re-sync queued it
+                s.get(Document, doc_id).status = "queued"
+
+    out = embed_staged(doc_id, session_factory=factory, embedder=FakeEmbedder(),
+                       store=Requeuing(), settings=settings)
+    assert out.stored == {}
+    with session_scope(factory) as s:
+        assert s.get(Document, doc_id).status == "queued"
 
 
 def test_ingest_unknown_document(factory, settings):

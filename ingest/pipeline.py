@@ -1,0 +1,381 @@
+"""Ingesting a registered document, in two stages that run on separate queues.
+
+1. ``parse_document`` (parse queue): read, parse and chunk one file; stage the
+   chunks in SQL (``StagedChunks``); status "parsed".
+2. ``embed_staged`` (embed queue): claim this document and other parsed ones,
+   up to ``embedding.max_batch_chunks`` chunks, with a lease; embed all their
+   chunks in one call (cross-document batching), replace their points in the
+   store, mark them done and finish their job items.
+
+Each document keeps its own embed message until it leaves "parsed"/"embedding":
+a task whose document is held by another task's unexpired lease asks to be
+retried when the lease ends (``EmbedOutcome.wait_s``), and any embed task takes
+over documents whose lease expired (their claimer died). Points have
+deterministic ids, so doing a document twice never duplicates its chunks.
+
+``ingest_document`` runs both stages for one document in this process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, case, delete, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from ingest.chunker import chunk_document
+from ingest.embedder import Embedder
+from ingest.formats.base import Limits
+from ingest.jobs import finish_item_in
+from ingest.models import Document, StagedChunks
+from ingest.parsers import parse_bytes, read_file
+from retrieval.store import Store
+from sirocco.db import session_scope, utcnow
+from sirocco.errors import InvalidInputError, NotFoundError, ParseError
+from sirocco.settings import Settings
+from sirocco.types import Chunk
+
+logger = logging.getLogger(__name__)
+
+#: Candidates looked at per claim; the chunk budget usually stops earlier.
+_CLAIM_SCAN = 256
+
+
+def max_attempts(settings: Settings) -> int:
+    """Tries per stage before a document that never finishes is given up."""
+    return settings.celery.max_retries + 1
+
+
+# -- stage 1: parse -------------------------------------------------------------------------
+
+
+def parse_document(
+    doc_id: str,
+    *,
+    session_factory: sessionmaker[Session],
+    tokenizer: Any,
+    settings: Settings,
+    job_id: str | None = None,
+) -> int | None:
+    """Parse and chunk one registered document and stage its chunks; returns
+    how many, or None when the document is finished already (a bad file:
+    marked failed with the message, its job item failed; or given up after
+    ``max_attempts`` unfinished tries).
+
+    ``tokenizer`` has ``tokenizer`` (a HF fast tokenizer) and ``max_seq_length``
+    (the embedder, or ``ingest.embedder.load_chunk_tokenizer``). Transient errors
+    (``UnavailableError``, database down) propagate for the caller to retry.
+    Raises ``NotFoundError`` when no such document exists.
+    """
+    with session_scope(session_factory) as session:
+        doc = _get(session, doc_id)
+        if doc.attempts >= max_attempts(settings):
+            # Earlier tries never finished: the worker died on this document.
+            error = (f"gave up after {doc.attempts} attempts that did not finish "
+                     "(the worker was killed, out of memory or over the time limit?)")
+            logger.warning("giving up", extra={"doc_id": doc_id, "attempts": doc.attempts})
+            _fail(session, doc, error, job_id)
+            return None
+        doc.attempts += 1
+        doc.status, doc.error, doc.lease_until = "running", None, None
+        source, tenant = doc.source_path, doc.tenant
+
+    try:
+        limits = Limits.from_settings(settings.ingest)
+        data = read_file(source, limits)
+        parsed = parse_bytes(data, name=source, limits=limits)
+        chunk_tokens, overlap_tokens = chunk_sizes(settings, tokenizer)
+        chunks = chunk_document(
+            parsed, doc_id=doc_id, source=source, tenant=tenant,
+            tokenizer=getattr(tokenizer, "tokenizer", None),
+            chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens,
+        )
+    except (ParseError, InvalidInputError) as exc:
+        logger.info("ingestion failed", extra={"doc_id": doc_id, "error": exc.message})
+        with session_scope(session_factory) as session:
+            _fail(session, _get(session, doc_id), exc.message, job_id)
+        return None
+
+    with session_scope(session_factory) as session:
+        doc = _get(session, doc_id)
+        staged = session.get(StagedChunks, doc_id) or StagedChunks(document_id=doc_id)
+        staged.job_id = job_id
+        staged.chunk_count = len(chunks)
+        staged.chunks = json.dumps([asdict(c) for c in chunks], ensure_ascii=False)
+        staged.title, staged.mime_type = parsed.title, parsed.mime_type
+        staged.content_hash = hashlib.sha256(data).hexdigest()
+        staged.created_at = utcnow()
+        session.add(staged)
+        # The embed stage counts its own attempts.
+        doc.status, doc.attempts = "parsed", 0
+    logger.info("parsed", extra={"doc_id": doc_id, "chunks": len(chunks)})
+    return len(chunks)
+
+
+def chunk_sizes(settings: Settings, embedder: Any) -> tuple[int, int]:
+    """Chunk and overlap sizes from settings, shrunk so a chunk plus the model's
+    two special tokens fits its ``max_seq_length`` (the rest would be cut off)."""
+    chunk = settings.chunking.chunk_tokens
+    limit = getattr(embedder, "max_seq_length", None)
+    if isinstance(limit, int) and chunk > limit - 2:
+        logger.warning(
+            "chunk_tokens exceeds the embedding model's input; using its limit",
+            extra={"chunk_tokens": chunk, "max_seq_length": limit},
+        )
+        chunk = max(1, limit - 2)
+    overlap = min(settings.chunking.overlap_tokens, chunk // 2)
+    return chunk, overlap
+
+
+# -- stage 2: embed -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class EmbedOutcome:
+    """What ``embed_staged`` did: chunk counts of the documents it stored, and
+    ``wait_s`` when the asked-for document is held by another live task (retry
+    after that many seconds; the other task may still fail)."""
+
+    stored: dict[str, int] = field(default_factory=dict)
+    wait_s: float | None = None
+
+
+def embed_staged(
+    doc_id: str,
+    *,
+    session_factory: sessionmaker[Session],
+    embedder: Embedder,
+    store: Store,
+    settings: Settings,
+) -> EmbedOutcome:
+    """Store ``doc_id`` (if it is still to be embedded) together with other
+    parsed documents, in one embedding batch.
+
+    On a transient error (``UnavailableError`` ...) the claims are released
+    (the documents are "parsed" again) and the error propagates for a retry.
+    """
+    claimed, wait_s = claim_batch(doc_id, session_factory=session_factory, settings=settings)
+    if not claimed:
+        return EmbedOutcome(wait_s=wait_s)
+    try:
+        stored = store_claimed(claimed, session_factory=session_factory, embedder=embedder,
+                               store=store, settings=settings)
+    except BaseException:
+        release_claims(claimed, session_factory=session_factory)
+        raise
+    return EmbedOutcome(stored=stored, wait_s=None if doc_id in claimed else wait_s)
+
+
+def claim_batch(
+    doc_id: str, *, session_factory: sessionmaker[Session], settings: Settings
+) -> tuple[list[str], float | None]:
+    """Claim ``doc_id`` first, then other parsed documents (oldest first) and
+    documents whose lease expired, within the chunk budget; each claim is a
+    conditional UPDATE, so two tasks never hold one document.
+
+    Returns the claimed ids and, when ``doc_id`` is held by another task's
+    live lease, the seconds until that lease ends. Documents past
+    ``max_attempts`` embed claims are failed instead of claimed.
+    """
+    now = utcnow()
+    lease_s = settings.celery.task_time_limit_s
+    claimable = or_(
+        Document.status == "parsed",
+        and_(Document.status == "embedding", Document.lease_until < now),
+    )
+    budget = max(1, settings.embedding.max_batch_chunks)
+    claimed: list[str] = []
+    with session_scope(session_factory) as session:
+        rows = session.execute(
+            select(Document.id, Document.attempts, StagedChunks.chunk_count)
+            .join(StagedChunks, StagedChunks.document_id == Document.id)
+            .where(claimable)
+            .order_by(case((Document.id == doc_id, 0), else_=1), Document.updated_at)
+            .limit(_CLAIM_SCAN)
+        ).all()
+        total = 0
+        for cand, attempts, n in rows:
+            if claimed and total + n > budget:
+                continue
+            if attempts >= max_attempts(settings):
+                _give_up_embedding(session, cand, attempts)
+                continue
+            won = session.execute(
+                update(Document).where(Document.id == cand, claimable)
+                .values(status="embedding", lease_until=now + timedelta(seconds=lease_s),
+                        attempts=Document.attempts + 1)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if won:
+                claimed.append(cand)
+                total += n
+        wait_s = None
+        if doc_id not in claimed:
+            doc = session.get(Document, doc_id)
+            if doc is not None and doc.status == "embedding" and doc.lease_until is not None:
+                wait_s = max(1.0, (_aware(doc.lease_until) - now).total_seconds() + 1.0)
+    return claimed, wait_s
+
+
+def store_claimed(
+    doc_ids: Sequence[str],
+    *,
+    session_factory: sessionmaker[Session],
+    embedder: Embedder,
+    store: Store,
+    settings: Settings,
+) -> dict[str, int]:
+    """Embed the staged chunks of claimed documents in one call, replace their
+    points, mark them done and finish their job items; returns chunk counts.
+    A document re-queued or deleted meanwhile is not marked done (a deleted
+    one loses the points just written)."""
+    with session_scope(session_factory) as session:
+        staged = list(session.scalars(
+            select(StagedChunks).where(StagedChunks.document_id.in_(doc_ids))
+        ))
+    chunks_of = {s.document_id: [_chunk(d) for d in json.loads(s.chunks)] for s in staged}
+    chunks = [c for s in staged for c in chunks_of[s.document_id]]
+    vectors = embed_in_batches(embedder, [c.text for c in chunks], settings.embedding.batch_size)
+    store.replace_documents(list(chunks_of), chunks, vectors)
+
+    stored: dict[str, int] = {}
+    gone: list[str] = []
+    with session_scope(session_factory) as session:
+        for s in staged:
+            moved = session.execute(
+                update(Document)
+                .where(Document.id == s.document_id, Document.status == "embedding")
+                .values(status="done", error=None, title=s.title, mime_type=s.mime_type,
+                        content_hash=s.content_hash, chunk_count=s.chunk_count, attempts=0,
+                        lease_until=None, updated_at=utcnow())
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if not moved:
+                if session.get(Document, s.document_id) is None:
+                    gone.append(s.document_id)
+                continue
+            session.execute(delete(StagedChunks).where(StagedChunks.document_id == s.document_id))
+            if s.job_id is not None:
+                finish_item_in(session, s.job_id, s.document_id, state="done")
+            stored[s.document_id] = s.chunk_count
+    for doc_id in gone:  # deleted while we worked: leave no orphan chunks
+        store.delete_document(doc_id)
+        with session_scope(session_factory) as session:
+            session.execute(delete(StagedChunks).where(StagedChunks.document_id == doc_id))
+    logger.info("embedded", extra={"documents": len(stored), "chunks": len(chunks)})
+    return stored
+
+
+def release_claims(doc_ids: Sequence[str], *, session_factory: sessionmaker[Session]) -> None:
+    """Hand claimed documents back ("parsed") after a failed batch."""
+    with session_scope(session_factory) as session:
+        session.execute(
+            update(Document).where(Document.id.in_(doc_ids), Document.status == "embedding")
+            .values(status="parsed", lease_until=None)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def fail_documents(
+    doc_ids: Sequence[str], error: str, *, session_factory: sessionmaker[Session]
+) -> None:
+    """Mark documents failed with ``error`` and fail their job items (the job of
+    their staged chunks, if any)."""
+    with session_scope(session_factory) as session:
+        for doc_id in doc_ids:
+            doc = session.get(Document, doc_id)
+            if doc is not None:
+                staged = session.get(StagedChunks, doc_id)
+                _fail(session, doc, error, staged.job_id if staged else None)
+
+
+def embed_in_batches(
+    embedder: Embedder, texts: Sequence[str], batch_size: int
+) -> list[list[float]]:
+    """Vectors for ``texts`` in order, asking the embedder for ``batch_size`` at a time."""
+    step = max(1, batch_size)
+    vectors: list[list[float]] = []
+    for i in range(0, len(texts), step):
+        vectors.extend(embedder.embed_documents(texts[i : i + step]))
+    return vectors
+
+
+# -- both stages ----------------------------------------------------------------------------
+
+
+def ingest_document(
+    doc_id: str,
+    *,
+    session_factory: sessionmaker[Session],
+    embedder: Embedder,
+    store: Store,
+    settings: Settings,
+    job_id: str | None = None,
+) -> int:
+    """Parse, chunk, embed and store one registered document in this process;
+    returns its chunk count (0 when it failed: see the document's error).
+    Idempotent; transient errors propagate."""
+    if parse_document(doc_id, session_factory=session_factory, tokenizer=embedder,
+                      settings=settings, job_id=job_id) is None:
+        return 0
+    claimed = settings.model_copy(update={"embedding": settings.embedding.model_copy(
+        update={"max_batch_chunks": 1})})  # this document alone
+    outcome = embed_staged(doc_id, session_factory=session_factory, embedder=embedder,
+                           store=store, settings=claimed)
+    return outcome.stored.get(doc_id, 0)
+
+
+def mark_document(
+    doc_id: str, *, session_factory: sessionmaker[Session], status: str, error: str | None = None
+) -> None:
+    """Set a document's status and error message (no-op if it is gone)."""
+    with session_scope(session_factory) as session:
+        doc = session.get(Document, doc_id)
+        if doc is not None:
+            doc.status = status
+            doc.error = error
+
+
+# -- internals ------------------------------------------------------------------------------
+
+
+def _get(session: Session, doc_id: str) -> Document:
+    doc = session.get(Document, doc_id)
+    if doc is None:
+        raise NotFoundError(f"document {doc_id} does not exist")
+    return doc
+
+
+def _fail(session: Session, doc: Document, error: str, job_id: str | None) -> None:
+    doc.status, doc.error, doc.lease_until = "failed", error, None
+    session.execute(delete(StagedChunks).where(StagedChunks.document_id == doc.id))
+    if job_id is not None:
+        finish_item_in(session, job_id, doc.id, state="failed", error=error)
+
+
+def _give_up_embedding(session: Session, doc_id: str, attempts: int) -> None:
+    doc = session.get(Document, doc_id)
+    if doc is None:
+        return
+    staged = session.get(StagedChunks, doc_id)
+    logger.warning("giving up embedding", extra={"doc_id": doc_id, "attempts": attempts})
+    _fail(session, doc, f"gave up after {attempts} embedding attempts that did not finish "
+          "(the worker was killed, out of memory or over the time limit?)",
+          staged.job_id if staged else None)
+
+
+def _chunk(d: dict[str, Any]) -> Chunk:
+    return Chunk(**{**d, "headings": tuple(d.get("headings") or ())})
+
+
+def _aware(ts: Any) -> Any:
+    """SQLite returns naive datetimes for timezone columns: they are UTC."""
+    from datetime import UTC
+
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
