@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: install models run test test-unit lint bench clean
+.PHONY: install models run test test-unit lint bench bench-ingest clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ lint: install
 
 bench: models
 	$(BIN)/python bench/engine_smoke.py --model mistral --n 8 --max-tokens 128
+
+# SciFact (../shared/data) through Sirocco's pipeline vs LangChain's: ~25 min on 2 cores.
+bench-ingest: models
+	$(BIN)/pip install -q -e ".[bench]"
+	$(BIN)/python bench/ingest.py
 
 clean:
 	rm -rf var .pytest_cache

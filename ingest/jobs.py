@@ -178,6 +178,21 @@ def get_report(*, session: Session, job_id: str) -> JobReport:
     return JobReport(job=job, items=list(items))
 
 
+def list_jobs(
+    *, session: Session, tenant: str, state: str | None = None, limit: int = 50
+) -> list[JobReport]:
+    """The tenant's jobs, newest first, without their items (``get_report``
+    has them). ``state`` filters; ``InvalidInputError`` for an unknown one."""
+    states = (*ACTIVE, "done", "failed", "cancelled")
+    if state is not None and state not in states:
+        raise InvalidInputError(f"unknown job state {state!r}; expected one of {states}")
+    stmt = select(Job).where(Job.tenant == tenant)
+    if state is not None:
+        stmt = stmt.where(Job.state == state)
+    jobs = session.scalars(stmt.order_by(Job.created_at.desc(), Job.id).limit(limit))
+    return [JobReport(job=j, items=[]) for j in jobs]
+
+
 def cancel_job(*, session: Session, job_id: str) -> int:
     """Cancel the job's queued items (their tasks will skip them) and mark the
     job cancelled; running items still finish. Returns how many were cancelled.
@@ -209,18 +224,20 @@ def cancel_job(*, session: Session, job_id: str) -> int:
 
 
 def cancel_items_of(doc_ids: Iterable[str], *, session: Session, error: str) -> None:
-    """Cancel the queued items of these documents in every job, counting them
-    on their jobs (which may finish because of it)."""
+    """Cancel the unfinished (queued or running) items of these documents in
+    every job, counting them on their jobs (which may finish because of it).
+    For documents being deleted: a task still working on one finds its item
+    no longer running and counts nothing."""
     ids = list(doc_ids)
     if not ids:
         return
     rows = session.execute(
         select(JobItem.id, JobItem.job_id)
-        .where(JobItem.document_id.in_(ids), JobItem.state == "queued")
+        .where(JobItem.document_id.in_(ids), JobItem.state.in_(ACTIVE))
     ).all()
     for item_id, job_id in rows:
         moved = session.execute(
-            update(JobItem).where(JobItem.id == item_id, JobItem.state == "queued")
+            update(JobItem).where(JobItem.id == item_id, JobItem.state.in_(ACTIVE))
             .values(state="cancelled", error=error, updated_at=utcnow())
         ).rowcount
         if moved:

@@ -45,6 +45,9 @@ logger = logging.getLogger(__name__)
 
 #: Candidates looked at per claim; the chunk budget usually stops earlier.
 _CLAIM_SCAN = 256
+#: Tokens kept free in the embedder's input for the heading path (``embedding_text``).
+HEADER_TOKENS = 32
+_HEADER_CHARS = 4 * HEADER_TOKENS
 
 
 def max_attempts(settings: Settings) -> int:
@@ -119,18 +122,32 @@ def parse_document(
 
 
 def chunk_sizes(settings: Settings, embedder: Any) -> tuple[int, int]:
-    """Chunk and overlap sizes from settings, shrunk so a chunk plus the model's
-    two special tokens fits its ``max_seq_length`` (the rest would be cut off)."""
+    """Chunk and overlap sizes from settings, shrunk so a chunk, its heading
+    path (``HEADER_TOKENS``) and the model's two special tokens fit its
+    ``max_seq_length`` (the rest would be cut off)."""
     chunk = settings.chunking.chunk_tokens
     limit = getattr(embedder, "max_seq_length", None)
-    if isinstance(limit, int) and chunk > limit - 2:
+    if isinstance(limit, int) and chunk > limit - 2 - HEADER_TOKENS:
         logger.warning(
             "chunk_tokens exceeds the embedding model's input; using its limit",
             extra={"chunk_tokens": chunk, "max_seq_length": limit},
         )
-        chunk = max(1, limit - 2)
+        chunk = max(1, limit - 2 - HEADER_TOKENS)
     overlap = min(settings.chunking.overlap_tokens, chunk // 2)
     return chunk, overlap
+
+
+def embedding_text(chunk: Chunk) -> str:
+    """What the embedder reads for a chunk: its document title and heading path,
+    then its text. A chunk deep in a long section no longer loses what it is
+    about; the stored text (and its character offsets) stay the chunk's own."""
+    path: list[str] = []
+    for part in (chunk.title, *chunk.headings):
+        part = " ".join(part.split())
+        if part and part not in path:
+            path.append(part)
+    header = " > ".join(path)[:_HEADER_CHARS]
+    return f"{header}\n\n{chunk.text}" if header else chunk.text
 
 
 # -- stage 2: embed -------------------------------------------------------------------------
@@ -241,7 +258,8 @@ def store_claimed(
         ))
     chunks_of = {s.document_id: [_chunk(d) for d in json.loads(s.chunks)] for s in staged}
     chunks = [c for s in staged for c in chunks_of[s.document_id]]
-    vectors = embed_in_batches(embedder, [c.text for c in chunks], settings.embedding.batch_size)
+    vectors = embed_in_batches(embedder, [embedding_text(c) for c in chunks],
+                               settings.embedding.batch_size)
     store.replace_documents(list(chunks_of), chunks, vectors)
 
     stored: dict[str, int] = {}

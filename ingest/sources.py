@@ -13,11 +13,11 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from ingest.jobs import add_items, cancel_items_of, create_job, finish_if_complete
-from ingest.models import Document, Job, Source
+from ingest.models import Document, Job, Source, StagedChunks
 from ingest.service import iter_files, promote_duplicates, stage_file
 from retrieval.store import Store
 from sirocco.errors import InvalidInputError, NotFoundError
@@ -158,6 +158,7 @@ def _delete_documents(docs: list[Document], *, session: Session, store: Store) -
         promoted += [p for p in promote_duplicates(doc.id, session=session) if p.id not in ids]
     # Keep the items' history, but let no task of an active job run on them.
     cancel_items_of(ids, session=session, error="the document was deleted")
+    session.execute(delete(StagedChunks).where(StagedChunks.document_id.in_(ids)))
     for doc in docs:
         session.delete(doc)
     session.flush()

@@ -376,6 +376,23 @@ def sources_remove(
     console.print(f"removed {ref} and {n} document(s)")
 
 
+@jobs_app.command("list")
+def jobs_list(
+    tenant: Annotated[str, typer.Option(help="Tenant whose jobs to show.")] = "default",
+    state: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 20,
+) -> None:
+    """The tenant's jobs, newest first, with their counts."""
+    from ingest.jobs import list_jobs
+
+    with _factory(get_settings())() as session:
+        reports = list_jobs(session=session, tenant=tenant, state=state, limit=limit)
+    for r in reports:
+        j = r.job
+        console.print(f"{j.id}  {j.kind:6} {j.state:9} {r.finished}/{j.total}  failed {j.failed}"
+                      f"  {j.created_at:%Y-%m-%d %H:%M}", markup=False, highlight=False)
+
+
 @jobs_app.command("show")
 def jobs_show(job_id: str) -> None:
     """A job's state, counts and failed files."""

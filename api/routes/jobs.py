@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from api.deps import ServicesDep
+from api.routes.documents import TENANT
 from api.schemas import JobItemPublic, JobPublic
 from api.services import Services
-from ingest.jobs import JobReport, cancel_job, get_report, retry_failed
+from ingest.jobs import JobReport, cancel_job, get_report, list_jobs, retry_failed
 from sirocco.db import session_scope
 
 router = APIRouter(tags=["jobs"])
@@ -33,6 +35,19 @@ def load_job(services: Services, job_id: str) -> JobPublic:
     """The job as it stands now; ``NotFoundError`` if unknown."""
     with session_scope(services.session_factory) as session:
         return job_public(get_report(session=session, job_id=job_id))
+
+
+@router.get("/api/jobs", response_model=list[JobPublic])
+def get_jobs(
+    services: ServicesDep,
+    state: Annotated[str | None, Query(description="Only jobs in this state.")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[JobPublic]:
+    """The tenant's jobs, newest first, with counts and progress (no items:
+    ``GET /api/jobs/{id}`` has them)."""
+    with session_scope(services.session_factory) as session:
+        return [job_public(r) for r in list_jobs(session=session, tenant=TENANT, state=state,
+                                                   limit=limit)]
 
 
 @router.get("/api/jobs/{job_id}", response_model=JobPublic)

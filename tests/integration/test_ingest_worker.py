@@ -52,6 +52,23 @@ EXPECTED = {
 }
 # really-docx.doc is skipped by the folder walk: .doc (legacy Word) is not a supported extension.
 
+#: One question per ingested format, and a phrase of the chunk that must answer it.
+PHRASES = {
+    "guide.md": ("How do I reset the flux capacitor?", "hold the blue button"),
+    "latin1.txt": ("À quelle heure ouvre le café ? Règlement intérieur", "sept heures"),
+    "page.html": ("When does the harbour office open?", "seven in the morning"),
+    "manual.pdf": ("How often must the turbine be serviced?", "serviced every 400 hours"),
+    "report.docx": ("By how much did the Mistral division revenue rise?", "twelve percent"),
+    "budget.xlsx": ("How many Khamsin blades are in the budget?", "Khamsin blades | 42"),
+    "config.json": ("Which team owns the levante service?", "service.owner.team: winds"),
+    "minutes.odt": ("What did the chinook melt?", "melted the snow"),
+    "notice.eml": ("When does the bora maintenance window start?", "Friday at 22:00"),
+    "roadmap.pptx": ("When does the harmattan release ship?", "ships in March"),
+    "tramontane.rtf": ("What does the tramontane close on windy days?", "café terrace"),
+    "winds-utf16.csv": ("Which wind blows in Zürich?", "Föhn"),
+    "winds.epub": ("What did the sirocco bring from the south?", "red dust"),
+}
+
 
 @pytest.fixture(scope="module")
 def embedder():
@@ -137,6 +154,19 @@ def test_worker_ingests_fixtures_and_search_finds_them(broker, tmp_path, databas
         report = [h for h in hits if h.doc_id == by_name["report.docx"].id]
         assert report and report[0].headings[0] == "Results", hits
         assert store.search(embedder.embed_query("turbine"), top_k=3, tenant="other") == []
+
+        # Every format: its known phrase is retrievable (in the top 3 of 40+ chunks).
+        for name, (question, phrase) in PHRASES.items():
+            hits = store.search(embedder.embed_query(question), top_k=3, tenant="acme")
+            found = [h for h in hits if h.doc_id == by_name[name].id and phrase in h.text]
+            assert found, (name, [(Path(h.source).name, h.text[:60]) for h in hits])
+        # Pages survive: PDF pages and PowerPoint slides.
+        hits = store.search(embedder.embed_query("When does the harmattan release ship?"),
+                            top_k=1, tenant="acme", doc_ids=[by_name["roadmap.pptx"].id])
+        assert hits[0].page == 1
+        hits = store.search(embedder.embed_query("Wear a harness when climbing the tower"),
+                            top_k=1, tenant="acme", doc_ids=[by_name["manual.pdf"].id])
+        assert hits[0].page == 1 and "harness" in hits[0].text
 
         # Re-ingesting a document replaces its chunks (same ids, no duplicates).
         before = store.count()

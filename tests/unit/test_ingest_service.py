@@ -18,6 +18,7 @@ from ingest.pipeline import (
     chunk_sizes,
     claim_batch,
     embed_staged,
+    embedding_text,
     ingest_document,
     parse_document,
 )
@@ -356,6 +357,19 @@ def test_chunk_sizes_fit_the_model(settings):
             )
         }
     )
-    assert chunk_sizes(big, FakeEmbedder()) == (62, 31)
+    # 64 tokens of model input: 2 special tokens, 32 for the heading path.
+    assert chunk_sizes(big, FakeEmbedder()) == (30, 15)
     assert chunk_sizes(settings, FakeEmbedder()) == (30, 5)
     assert chunk_sizes(big, object()) == (500, 100)
+
+
+def test_embedding_text_puts_the_heading_path_before_the_chunk():
+    chunk = Chunk(doc_id="d", chunk_index=3, text="Use only shielded cables.",
+                  title="Flux Capacitor Guide", source="/g.md", start_char=0, end_char=25,
+                  headings=("Flux Capacitor Guide", "Installation", "Cabling"))
+    assert embedding_text(chunk) == (
+        "Flux Capacitor Guide > Installation > Cabling\n\nUse only shielded cables."
+    )
+    bare = Chunk(doc_id="d", chunk_index=0, text="plain", title="", source="/p.txt",
+                 start_char=0, end_char=5)
+    assert embedding_text(bare) == "plain"

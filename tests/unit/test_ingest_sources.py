@@ -159,3 +159,29 @@ def test_remove_source_deletes_documents_and_chunks(factory, folder) -> None:
     assert (n, promoted, sorted(store.deleted)) == (3, [], sorted(ids))
     with factory() as s:
         assert s.scalars(select(Document)).all() == []
+
+
+def test_removing_a_document_mid_ingestion_still_ends_its_job(factory, folder) -> None:
+    from ingest.models import StagedChunks
+
+    store = DeletingStore()
+    with session_scope(factory) as s:
+        add_source(folder, session=s)
+    job_id, ids = _sync(factory, store)
+    # One item parsed (running, chunks staged, waiting for its embed task).
+    assert start_item(job_id, ids[0], session_factory=factory)
+    with session_scope(factory) as s:
+        s.add(StagedChunks(document_id=ids[0], job_id=job_id, chunk_count=1, chunks="[]",
+                           title="a", content_hash="0" * 64))
+    with session_scope(factory) as s:
+        remove_source(get_source("docs", session=s), session=s, store=store)
+    with factory() as s:
+        r = get_report(session=s, job_id=job_id)
+        # Nothing is left waiting for a worker that will never count it.
+        assert (r.job.cancelled, r.job.finished_at is not None) == (3, True)
+        assert {i.error for i in r.items} == {"the document was deleted"}
+        assert s.scalars(select(StagedChunks)).all() == []
+    # The embed task that comes later finds nothing to finish twice.
+    finish_item(job_id, ids[0], session_factory=factory, state="done")
+    with factory() as s:
+        assert get_report(session=s, job_id=job_id).job.done == 0

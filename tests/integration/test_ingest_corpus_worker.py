@@ -1,0 +1,101 @@
+"""The 60 real mixed-format files of the shared corpus through a real worker
+on Redis: each ends done or failed as MANIFEST.tsv predicts, with a clear
+message; every indexed file has chunks, PDF chunks have pages, and a passage
+of every indexed file finds that file again. Skipped when the corpus is absent.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+import ingest.models  # noqa: F401
+from ingest.jobs import add_items, create_job, get_report
+from ingest.service import register_files
+from retrieval.qdrant_store import QdrantStore
+from sirocco.db import Base, make_engine, make_session_factory, session_scope
+from sirocco.settings import Settings
+from tests.corpus import DOCS, MANIFEST, expected_failure
+from tests.integration.workerutil import (
+    REDIS_URL,
+    purge_queue,
+    redis_or_skip,
+    start_worker,
+    stop_worker,
+    wait_for,
+)
+from workers.app import create_celery
+from workers.tasks import enqueue_documents
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(not MANIFEST, reason=f"{DOCS} is absent")]
+
+
+def test_shared_corpus_through_a_worker(tmp_path: Path, request: pytest.FixtureRequest):
+    redis_or_skip()
+    from ingest.embedder import create_embedder
+
+    url = (request.getfixturevalue("postgres_schema_url")
+           if os.environ.get("SIROCCO_TEST_DATABASE_URL") else f"sqlite:///{tmp_path / 's.db'}")
+    prefix, collection = f"corpus-{uuid.uuid4().hex[:8]}", f"it_{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIROCCO_")}
+    env.update({"SIROCCO_ENV": "test", "SIROCCO_DATA_DIR": str(tmp_path / "var"),
+                "SIROCCO_DATABASE_URL": url, "SIROCCO_REDIS_URL": REDIS_URL,
+                "SIROCCO_QDRANT__PATH": str(tmp_path / "qdrant"),
+                "SIROCCO_QDRANT__COLLECTION": collection})
+    settings = Settings(env="test", data_dir=tmp_path / "var", db={"url": url},
+                        redis={"url": REDIS_URL},
+                        qdrant={"path": str(tmp_path / "qdrant"), "collection": collection},
+                        celery={"queue_prefix": prefix})
+    engine = make_engine(settings)
+    Base.metadata.create_all(engine)
+    factory = make_session_factory(engine)
+    files = [DOCS / name for name in sorted(MANIFEST) if (DOCS / name).is_file()]
+    with session_scope(factory) as s:
+        docs = register_files(files, session=s)
+        job = create_job(session=s, tenant="default", kind="ingest")
+        add_items(job, [d for d in docs if d.status == "queued"], session=s)
+        job_id = job.id
+        queued = [d.id for d in docs if d.status == "queued"]
+        duplicates = {d.id for d in docs if d.status == "duplicate"}
+    enqueue_documents(create_celery(settings), queued, job_id=job_id)
+    log = tmp_path / "worker.log"
+    proc = start_worker(env, prefix, log)
+    try:
+        by_id = wait_for(factory, queued, proc, log, timeout=1500)
+    finally:
+        stop_worker(proc)
+        purge_queue(prefix)
+
+    store = QdrantStore(settings)
+    embedder = create_embedder(settings)
+    wrong: list[str] = []
+    for doc in by_id.values():
+        name = Path(doc.source_path).name
+        failure = expected_failure(name)
+        if failure is not None:
+            if doc.status != "failed" or not (doc.error or "").strip():
+                wrong.append(f"{name}: expected to fail, got {doc.status}")
+            continue
+        if doc.status != "done" or doc.chunk_count < 1:
+            wrong.append(f"{name}: {doc.status} {doc.error} ({doc.chunk_count} chunks)")
+            continue
+        # A passage of the file (its chunk nearest to its own title) finds the file.
+        (own,) = store.search(embedder.embed_query(doc.title or name), top_k=1,
+                              doc_ids=[doc.id])
+        if name.endswith(".pdf") and not (own.page and own.page >= 1):
+            wrong.append(f"{name}: PDF chunk without a page")
+        hits = store.search(embedder.embed_query(own.text[:400]), top_k=5)
+        if doc.id not in {h.doc_id for h in hits}:
+            wrong.append(f"{name}: its passage {own.text[:60]!r} finds "
+                         f"{[Path(h.source).name for h in hits]}")
+    assert not wrong, "\n".join(wrong)
+    assert store.count() == sum(d.chunk_count for d in by_id.values())
+    with session_scope(factory) as s:
+        j = get_report(session=s, job_id=job_id).job
+        assert (j.state, j.done + j.failed, j.total) == ("done", len(queued), len(queued))
+    assert not duplicates or all(d not in by_id for d in duplicates)
+    engine.dispose()
