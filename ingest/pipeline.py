@@ -258,8 +258,9 @@ def store_claimed(
         ))
     chunks_of = {s.document_id: [_chunk(d) for d in json.loads(s.chunks)] for s in staged}
     chunks = [c for s in staged for c in chunks_of[s.document_id]]
-    vectors = embed_in_batches(embedder, [embedding_text(c) for c in chunks],
-                               settings.embedding.batch_size)
+    # One call for the whole claim (at most max_batch_chunks): the embedder sorts
+    # by length and batches inside it, so padding stays small across documents.
+    vectors = embedder.embed_documents([embedding_text(c) for c in chunks])
     store.replace_documents(list(chunks_of), chunks, vectors)
 
     stored: dict[str, int] = {}
@@ -311,17 +312,6 @@ def fail_documents(
             if doc is not None:
                 staged = session.get(StagedChunks, doc_id)
                 _fail(session, doc, error, staged.job_id if staged else None)
-
-
-def embed_in_batches(
-    embedder: Embedder, texts: Sequence[str], batch_size: int
-) -> list[list[float]]:
-    """Vectors for ``texts`` in order, asking the embedder for ``batch_size`` at a time."""
-    step = max(1, batch_size)
-    vectors: list[list[float]] = []
-    for i in range(0, len(texts), step):
-        vectors.extend(embedder.embed_documents(texts[i : i + step]))
-    return vectors
 
 
 # -- both stages ----------------------------------------------------------------------------
