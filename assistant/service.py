@@ -27,7 +27,7 @@ from assistant.citations import resolve_citations
 from assistant.prompts import NOT_FOUND_ANSWER, Prompt, build_prompt
 from assistant.schemas import AnswerEvent, AnswerResult, AnswerUsage, Source
 from llm.engine import Engine
-from retrieval.store import Store
+from retrieval.store import Caller, SearchFilter, Store
 from sirocco.errors import (
     EngineError,
     InvalidInputError,
@@ -237,8 +237,13 @@ class Assistant:
         raise EngineError("the answer ended without a result")
 
     async def _retrieve(self, question: str, *, tenant: str, top_k: int) -> list[SearchHit]:
-        vector = await asyncio.to_thread(self._embedder.embed_query, question)
-        return await asyncio.to_thread(self._store.search, vector, top_k=top_k, tenant=tenant)
+        mode = self._settings.retrieval.mode
+        vector = (await asyncio.to_thread(self._embedder.embed_query, question)
+                  if mode != "sparse" else None)
+        # The caller's tenant and ACL always travel into the Qdrant filter.
+        flt = SearchFilter(caller=Caller(tenant=tenant))
+        return await asyncio.to_thread(self._store.search, vector, top_k=top_k, text=question,
+                                       mode=mode, filter=flt)
 
     def _build_prompt(self, question: str, hits: list[SearchHit]) -> Prompt:
         llm = self._settings.llm

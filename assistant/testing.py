@@ -90,15 +90,25 @@ class StaticStore:
     def delete_document(self, doc_id: str) -> None:
         return None
 
+    def replace_documents(self, doc_ids: Sequence[str], chunks: Sequence[Chunk],
+                          vectors: Sequence[Sequence[float]]) -> None:
+        return None
+
     def search(
         self,
-        vector: Sequence[float],
+        vector: Sequence[float] | None,
         *,
         top_k: int,
         tenant: str | None = None,
         doc_ids: Sequence[str] | None = None,
+        text: str | None = None,
+        mode: str | None = None,
+        filter: Any = None,
     ) -> list[SearchHit]:
-        self.searches.append({"vector": list(vector), "top_k": top_k, "tenant": tenant})
+        if tenant is None and filter is not None:
+            tenant = filter.caller.tenant if filter.caller is not None else filter.tenant
+        self.searches.append({"vector": list(vector or ()), "top_k": top_k, "tenant": tenant,
+                              "text": text, "mode": mode, "filter": filter})
         return self.hits[:top_k]
 
     def count(self, *, doc_id: str | None = None) -> int:

@@ -1,5 +1,16 @@
 """The ``Store`` port on Qdrant: a server, or qdrant-client's local mode.
 
+Each chunk is one point with two vectors: ``dense`` (the embedding, cosine)
+and ``bm25`` (a sparse BM25 vector, IDF applied by Qdrant: see
+``retrieval.sparse``). Hybrid search runs both as prefetches of one Query API
+call and fuses them with reciprocal rank fusion. Every filter, the caller's
+tenant and ACL included, is a Qdrant filter: nothing is filtered afterwards.
+
+Collections live behind an alias (``qdrant.collection``, default
+``sirocco_chunks``) pointing at ``<alias>__<n>``; a rebuild fills a new
+collection and swaps the alias in one atomic operation
+(``retrieval.collections``).
+
 Local mode and several processes: ``QdrantClient(path=...)`` takes an exclusive,
 non-blocking ``flock`` on ``<path>/.lock`` *after* loading every collection
 into memory, holds it until ``close()``, and never sees writes made by another
@@ -7,20 +18,18 @@ process after it loaded. So the API (searching) and a Celery worker (upserting)
 cannot keep clients open side by side. Here every local operation takes a
 blocking cross-process lock on a sibling file (``<path>.lock``), opens a fresh
 client, works, closes it (which releases qdrant's own lock) and releases ours.
-Each operation therefore reloads the store from disk: fine for the embedded
-default, while a Qdrant server is the answer for large collections.
+``hold()`` keeps one client open for many operations (evaluation, benchmarks,
+bulk work), blocking other processes meanwhile. A Qdrant server is the answer
+for large collections.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import math
-import os
-import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,23 +37,31 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
+from retrieval.locking import FileLock
+from retrieval.sparse import SparseEncoder
+from retrieval.store import SearchFilter, SearchMode, resolve_mode
 from sirocco.errors import ConfigError, StoreBusyError, UnavailableError
 from sirocco.settings import Settings
 from sirocco.types import Chunk, SearchHit
 
 logger = logging.getLogger(__name__)
 
+DENSE = "dense"
+SPARSE = "bm25"
 _UPSERT_BATCH = 256
-_KEYWORD_INDEXES = ("doc_id", "tenant")
+_KEYWORD_INDEXES = ("doc_id", "tenant", "acl", "source_id", "mime_type", "tags")
 
 
 class QdrantStore:
-    """Chunks in one Qdrant collection (cosine distance), filtered inside Qdrant."""
+    """Chunks in one aliased Qdrant collection, searched dense, sparse or hybrid."""
 
     def __init__(self, settings: Settings, *, collection: str | None = None) -> None:
-        q = settings.qdrant
+        q, r = settings.qdrant, settings.retrieval
         self.collection = collection or q.collection
+        self.sparse = SparseEncoder(r.sparse_language, avg_len=r.bm25_avg_len)
+        self._prefetch = r.prefetch_limit
         self._remote: QdrantClient | None = None
+        self._held: QdrantClient | None = None
         self._path: Path | None = None
         if q.url:
             self._remote = QdrantClient(
@@ -53,15 +70,14 @@ class QdrantStore:
         else:
             self._path = settings.qdrant_path
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock = _FileLock(
-                self._path.with_name(self._path.name + ".lock"), q.lock_timeout_s
-            )
+            self._lock = FileLock(self._path.with_name(self._path.name + ".lock"),
+                                  q.lock_timeout_s)
 
     # -- the Store port ------------------------------------------------------------------
 
     def ensure_collection(self, dim: int) -> None:
-        """Create the collection and its keyword indexes if missing; refuse a
-        collection built for another vector size."""
+        """Create the collection (behind its alias) and its payload indexes if
+        missing; refuse one built for another vector size or layout."""
         with self._client() as client:
             self._ensure(client, dim)
 
@@ -81,67 +97,118 @@ class QdrantStore:
         """Delete the chunks of ``doc_ids``, then upsert ``chunks``, under one
         client (in local mode: one lock and one load of the store for a whole
         embedding batch)."""
-        if len(chunks) != len(vectors):
-            raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
-        points = [
-            qm.PointStruct(id=c.id, vector=list(map(float, v)), payload=_payload(c))
-            for c, v in zip(chunks, vectors, strict=True)
-        ]
+        points = self.points(chunks, vectors)
         if not points and not doc_ids:
             return
         with self._client() as client:
             self._delete(client, doc_ids)
-            if not points:
-                return
-            self._ensure(client, len(points[0].vector))  # type: ignore[arg-type]
-            for i in range(0, len(points), _UPSERT_BATCH):
-                client.upsert(self.collection, points=points[i : i + _UPSERT_BATCH], wait=True)
+            if points:
+                self._ensure(client, len(vectors[0]))
+                self.write_points(client, self.collection, points)
 
     def search(
         self,
-        vector: Sequence[float],
+        vector: Sequence[float] | None,
         *,
         top_k: int,
         tenant: str | None = None,
         doc_ids: Sequence[str] | None = None,
+        text: str | None = None,
+        mode: SearchMode | None = None,
+        filter: SearchFilter | None = None,
     ) -> list[SearchHit]:
-        """The ``top_k`` nearest chunks, best first; nothing before the first upsert."""
-        if top_k <= 0 or (doc_ids is not None and not doc_ids):
+        """The ``top_k`` best chunks, best first; nothing before the first upsert.
+        Hybrid scores are RRF scores (rank-based), not cosine similarities."""
+        mode = resolve_mode(vector, text, mode)
+        flt = filter or SearchFilter()
+        if tenant is not None or doc_ids is not None:
+            flt = replace(flt, tenant=tenant or flt.tenant,
+                          doc_ids=doc_ids if doc_ids is not None else flt.doc_ids)
+        if top_k <= 0 or (flt.doc_ids is not None and not flt.doc_ids):
             return []
+        query_filter = qdrant_filter(flt)
         with self._client() as client:
-            if not client.collection_exists(self.collection):
+            if not self._exists(client):
                 return []
-            response = client.query_points(
-                self.collection,
-                query=list(map(float, vector)),
-                limit=top_k,
-                query_filter=_filter(tenant=tenant, doc_ids=doc_ids),
-                with_payload=True,
-                with_vectors=False,
-            )
+            if mode == "dense":
+                response = client.query_points(
+                    self.collection, query=_floats(vector), using=DENSE, limit=top_k,
+                    query_filter=query_filter, with_payload=True, with_vectors=False)
+            elif mode == "sparse":
+                response = client.query_points(
+                    self.collection, query=self._sparse_query(text), using=SPARSE,
+                    limit=top_k, query_filter=query_filter, with_payload=True,
+                    with_vectors=False)
+            else:
+                depth = max(self._prefetch, top_k)
+                response = client.query_points(
+                    self.collection,
+                    prefetch=[
+                        qm.Prefetch(query=_floats(vector), using=DENSE, limit=depth,
+                                    filter=query_filter),
+                        qm.Prefetch(query=self._sparse_query(text), using=SPARSE, limit=depth,
+                                    filter=query_filter),
+                    ],
+                    query=qm.FusionQuery(fusion=qm.Fusion.RRF),
+                    limit=top_k, with_payload=True, with_vectors=False)
         return [_hit(p) for p in response.points]
 
     def count(self, *, doc_id: str | None = None) -> int:
         """Stored chunks, of one document when ``doc_id`` is given (exact count)."""
         with self._client() as client:
-            if not client.collection_exists(self.collection):
+            if not self._exists(client):
                 return 0
-            flt = _filter(doc_ids=[doc_id]) if doc_id is not None else None
+            flt = qdrant_filter(SearchFilter(doc_ids=[doc_id])) if doc_id is not None else None
             return client.count(self.collection, count_filter=flt, exact=True).count
 
     def close(self) -> None:
         if self._remote is not None:
             self._remote.close()
 
-    # -- internals -----------------------------------------------------------------------
+    # -- more than the port: bulk work and rebuilds ----------------------------------------
+
+    @contextmanager
+    def hold(self) -> Iterator[QdrantStore]:
+        """Keep one client open for the operations inside the block (local mode:
+        other processes wait until it ends). Nested holds share it."""
+        if self._remote is not None or self._held is not None:
+            yield self
+            return
+        with self._client() as client:
+            self._held = client
+            try:
+                yield self
+            finally:
+                self._held = None
+
+    def points(
+        self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]
+    ) -> list[qm.PointStruct]:
+        """Qdrant points (dense + BM25 vectors, payload) for chunks."""
+        if len(chunks) != len(vectors):
+            raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
+        out = []
+        for c, v in zip(chunks, vectors, strict=True):
+            indices, values = self.sparse.encode_document(index_text(c))
+            out.append(qm.PointStruct(
+                id=c.id, payload=payload(c),
+                vector={DENSE: _floats(v),
+                        SPARSE: qm.SparseVector(indices=indices, values=values)}))
+        return out
+
+    @staticmethod
+    def write_points(client: QdrantClient, collection: str,
+                     points: Sequence[qm.PointStruct]) -> None:
+        for i in range(0, len(points), _UPSERT_BATCH):
+            client.upsert(collection, points=points[i : i + _UPSERT_BATCH], wait=True)
 
     @contextmanager
     def _client(self) -> Iterator[QdrantClient]:
         """A client for one operation, with transport failures mapped to
         ``UnavailableError`` (retried by the worker)."""
         try:
-            if self._remote is not None:
-                yield self._remote
+            if self._remote is not None or self._held is not None:
+                yield self._remote or self._held  # type: ignore[misc]
                 return
             assert self._path is not None
             with self._lock:
@@ -166,45 +233,98 @@ class QdrantStore:
                 raise UnavailableError(f"Qdrant answered {exc.status_code}: {exc}") from exc
             raise
 
+    def _sparse_query(self, text: str | None) -> qm.SparseVector:
+        indices, values = self.sparse.encode_query(text or "")
+        return qm.SparseVector(indices=indices, values=values)
+
+    def _exists(self, client: QdrantClient) -> bool:
+        return target_collection(client, self.collection) is not None
+
     def _delete(self, client: QdrantClient, doc_ids: Sequence[str]) -> None:
-        if doc_ids and client.collection_exists(self.collection):
+        if doc_ids and self._exists(client):
             client.delete(
                 self.collection,
-                points_selector=qm.FilterSelector(filter=_filter(doc_ids=doc_ids)),
+                points_selector=qm.FilterSelector(
+                    filter=qdrant_filter(SearchFilter(doc_ids=list(doc_ids)))),
                 wait=True,
             )
 
     def _ensure(self, client: QdrantClient, dim: int) -> None:
-        if client.collection_exists(self.collection):
-            info = client.get_collection(self.collection)
-            size = _vector_size(info.config.params.vectors)
-            if size is not None and size != dim:
-                raise ConfigError(
-                    f"collection {self.collection!r} holds {size}-dimensional vectors but the "
-                    f"embedder makes {dim}; re-embed into a new collection "
-                    "(SIROCCO_QDRANT__COLLECTION) after changing the embedding model"
-                )
+        target = target_collection(client, self.collection)
+        if target is not None:
+            check_layout(client, target, dim, alias=self.collection)
             return
-        client.create_collection(
-            self.collection,
-            vectors_config=qm.VectorParams(size=dim, distance=qm.Distance.COSINE),
+        name = next_collection_name(client, self.collection)
+        create_collection(client, name, dim)
+        client.update_collection_aliases(change_aliases_operations=[
+            qm.CreateAliasOperation(create_alias=qm.CreateAlias(
+                collection_name=name, alias_name=self.collection))])
+        logger.info("created collection", extra={"collection": name, "alias": self.collection,
+                                                 "dim": dim})
+
+
+# -- collections and aliases ----------------------------------------------------------------
+
+
+def target_collection(client: QdrantClient, alias: str) -> str | None:
+    """The collection ``alias`` points at (or a plain collection of that name)."""
+    for a in client.get_aliases().aliases:
+        if a.alias_name == alias:
+            return a.collection_name
+    return alias if client.collection_exists(alias) else None
+
+
+def next_collection_name(client: QdrantClient, alias: str) -> str:
+    """``<alias>__<n>`` with n one more than any existing."""
+    taken = [c.name for c in client.get_collections().collections]
+    numbers = [int(n.rsplit("__", 1)[1]) for n in taken
+               if n.startswith(f"{alias}__") and n.rsplit("__", 1)[1].isdigit()]
+    return f"{alias}__{max(numbers, default=0) + 1}"
+
+
+def create_collection(client: QdrantClient, name: str, dim: int) -> None:
+    """A collection with Sirocco's layout and payload indexes."""
+    client.create_collection(
+        name,
+        vectors_config={DENSE: qm.VectorParams(size=dim, distance=qm.Distance.COSINE)},
+        sparse_vectors_config={SPARSE: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
+    )
+    # Local mode ignores payload indexes (and warns once); a server needs them for
+    # fast tenant / ACL / document filters.
+    for field in _KEYWORD_INDEXES:
+        client.create_payload_index(name, field_name=field,
+                                    field_schema=qm.PayloadSchemaType.KEYWORD)
+    client.create_payload_index(name, field_name="modified_at",
+                                field_schema=qm.PayloadSchemaType.FLOAT)
+
+
+def check_layout(client: QdrantClient, name: str, dim: int, *, alias: str) -> None:
+    """Refuse a collection of another vector size, or one from before hybrid search."""
+    params = client.get_collection(name).config.params
+    dense = params.vectors.get(DENSE) if isinstance(params.vectors, dict) else None
+    if dense is None or not (params.sparse_vectors or {}).get(SPARSE):
+        raise ConfigError(
+            f"collection {name!r} was built before hybrid search (no '{DENSE}' and "
+            f"'{SPARSE}' vectors); rebuild it with `sirocco index rebuild` "
+            f"(or point SIROCCO_QDRANT__COLLECTION elsewhere than {alias!r})"
         )
-        # Local mode ignores payload indexes (and warns once); a server needs them
-        # for fast tenant / document filters.
-        for field in _KEYWORD_INDEXES:
-            client.create_payload_index(
-                self.collection, field_name=field, field_schema=qm.PayloadSchemaType.KEYWORD
-            )
-        logger.info("created collection", extra={"collection": self.collection, "dim": dim})
+    if dense.size != dim:
+        raise ConfigError(
+            f"collection {name!r} holds {dense.size}-dimensional vectors but the embedder "
+            f"makes {dim}; rebuild the index after changing the embedding model "
+            "(`sirocco index rebuild`)"
+        )
 
 
-def _vector_size(vectors: Any) -> int | None:
-    if isinstance(vectors, qm.VectorParams):
-        return vectors.size
-    return None
+# -- points, payloads, filters --------------------------------------------------------------
 
 
-def _payload(c: Chunk) -> dict[str, Any]:
+def index_text(c: Chunk) -> str:
+    """What BM25 indexes for a chunk: its title, heading path and text."""
+    return "\n".join((c.title, *c.headings, c.text))
+
+
+def payload(c: Chunk) -> dict[str, Any]:
     return {
         "doc_id": c.doc_id,
         "chunk_index": c.chunk_index,
@@ -216,16 +336,39 @@ def _payload(c: Chunk) -> dict[str, Any]:
         "start_char": c.start_char,
         "end_char": c.end_char,
         "tenant": c.tenant,
+        "acl": list(c.acl),
+        "source_id": c.source_id,
+        "mime_type": c.mime_type,
+        "tags": list(c.tags),
+        "modified_at": c.modified_at,
     }
 
 
-def _filter(*, tenant: str | None = None, doc_ids: Sequence[str] | None = None) -> qm.Filter | None:
+def qdrant_filter(f: SearchFilter) -> qm.Filter | None:
+    """The Qdrant filter for ``f``: every condition must hold."""
     must: list[qm.Condition] = []
+
+    def any_of(key: str, values: Sequence[str] | None) -> None:
+        if values is not None:
+            must.append(qm.FieldCondition(key=key, match=qm.MatchAny(any=list(values))))
+
+    tenant = f.caller.tenant if f.caller is not None else f.tenant
     if tenant is not None:
         must.append(qm.FieldCondition(key="tenant", match=qm.MatchValue(value=tenant)))
-    if doc_ids is not None:
-        must.append(qm.FieldCondition(key="doc_id", match=qm.MatchAny(any=list(doc_ids))))
+    if f.caller is not None:
+        any_of("acl", f.caller.principals())
+    any_of("doc_id", f.doc_ids)
+    any_of("source_id", f.source_ids)
+    any_of("mime_type", f.mime_types)
+    any_of("tags", f.tags)
+    if f.modified_after is not None or f.modified_before is not None:
+        must.append(qm.FieldCondition(key="modified_at", range=qm.Range(
+            gte=f.modified_after, lte=f.modified_before)))
     return qm.Filter(must=must) if must else None
+
+
+def _floats(v: Sequence[float] | None) -> list[float]:
+    return [float(x) for x in v or ()]
 
 
 def _hit(point: qm.ScoredPoint) -> SearchHit:
@@ -243,75 +386,3 @@ def _hit(point: qm.ScoredPoint) -> SearchHit:
         page=p.get("page"),
         headings=tuple(p.get("headings") or ()),
     )
-
-
-_thread_locks: dict[str, threading.Lock] = {}
-_thread_locks_guard = threading.Lock()
-
-
-def _thread_lock(path: Path) -> threading.Lock:
-    with _thread_locks_guard:
-        return _thread_locks.setdefault(str(path), threading.Lock())
-
-
-def _forget_thread_locks_after_fork() -> None:
-    # A lock held by another thread at fork time would stay held forever in the child.
-    global _thread_locks_guard
-    _thread_locks_guard = threading.Lock()
-    _thread_locks.clear()
-
-
-os.register_at_fork(after_in_child=_forget_thread_locks_after_fork)
-
-
-class _FileLock:
-    """An exclusive lock across processes (``flock`` on ``path``) and threads,
-    waiting at most ``timeout_s``, then raising ``StoreBusyError``.
-
-    flock already conflicts between two descriptors of one process; the thread
-    lock in front only spares threads from polling each other."""
-
-    def __init__(self, path: Path, timeout_s: float) -> None:
-        self.path = path
-        self.timeout_s = timeout_s
-        self._held = threading.local()
-
-    def __enter__(self) -> _FileLock:
-        deadline = time.monotonic() + self.timeout_s
-        tlock = _thread_lock(self.path)
-        if not tlock.acquire(timeout=max(0.0, self.timeout_s)):
-            raise self._busy()
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            delay = 0.005
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        os.close(fd)
-                        raise self._busy() from None
-                    time.sleep(delay)
-                    delay = min(delay * 2, 0.05)
-        except BaseException:
-            tlock.release()
-            raise
-        self._held.state = (fd, tlock)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        fd, tlock = self._held.state
-        self._held.state = None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
-            tlock.release()
-
-    def _busy(self) -> StoreBusyError:
-        return StoreBusyError(
-            f"the embedded vector store stayed locked by another process for "
-            f"{self.timeout_s:g}s (lock file {self.path}); retry later, raise "
-            "SIROCCO_QDRANT__LOCK_TIMEOUT_S, or use a Qdrant server (SIROCCO_QDRANT_URL)"
-        )

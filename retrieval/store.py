@@ -1,13 +1,60 @@
-"""The vector store port and its factory."""
+"""The vector store port, its search filter, and its factory."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
-from sirocco.errors import ConfigError
+from sirocco.errors import ConfigError, InvalidInputError
 from sirocco.settings import Settings
-from sirocco.types import Chunk, SearchHit
+from sirocco.types import EVERYONE, Chunk, SearchHit, group_principal, user_principal
+
+SearchMode = Literal["dense", "sparse", "hybrid"]
+SEARCH_MODES: tuple[SearchMode, ...] = ("dense", "sparse", "hybrid")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is searching: their tenant, user id and groups. Retrieval only
+    returns chunks whose ACL names ``EVERYONE``, the user, or one of the groups."""
+
+    tenant: str
+    user: str | None = None
+    groups: tuple[str, ...] = ()
+
+    def principals(self) -> list[str]:
+        """The ACL entries this caller matches."""
+        out = [EVERYONE]
+        if self.user:
+            out.append(user_principal(self.user))
+        out += [group_principal(g) for g in self.groups]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFilter:
+    """Restrictions applied inside Qdrant (never after the search).
+
+    ``caller`` adds its tenant and ACL; None means no ACL restriction, for
+    trusted internal callers (ingestion, evaluation). Each other field, when
+    set, keeps only chunks that match one of its values; dates are Unix seconds
+    of the document's modification time, bounds included.
+    """
+
+    caller: Caller | None = None
+    tenant: str | None = None
+    doc_ids: Sequence[str] | None = None
+    source_ids: Sequence[str] | None = None
+    mime_types: Sequence[str] | None = None
+    tags: Sequence[str] | None = None
+    modified_after: float | None = None
+    modified_before: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.caller is not None and self.tenant is not None
+                and self.caller.tenant != self.tenant):
+            raise InvalidInputError("a search cannot name a tenant other than the caller's")
 
 
 class Store(Protocol):
@@ -32,13 +79,21 @@ class Store(Protocol):
 
     def search(
         self,
-        vector: Sequence[float],
+        vector: Sequence[float] | None,
         *,
         top_k: int,
         tenant: str | None = None,
         doc_ids: Sequence[str] | None = None,
+        text: str | None = None,
+        mode: SearchMode | None = None,
+        filter: SearchFilter | None = None,
     ) -> list[SearchHit]:
-        """The ``top_k`` nearest chunks, best first, filtered inside Qdrant."""
+        """The ``top_k`` best chunks, best first, filtered inside Qdrant.
+
+        ``vector`` is the dense query embedding, ``text`` the query for BM25;
+        ``mode`` defaults to "hybrid" when both are given, else to whichever is.
+        ``tenant`` and ``doc_ids`` are shorthands merged into ``filter``.
+        """
         ...
 
     def count(self, *, doc_id: str | None = None) -> int:
@@ -47,6 +102,20 @@ class Store(Protocol):
 
     def close(self) -> None:
         ...
+
+
+def resolve_mode(vector: object, text: str | None, mode: SearchMode | None) -> SearchMode:
+    """The search mode for the inputs given; ``InvalidInputError`` when the
+    mode needs an input that is missing or is unknown."""
+    if mode is None:
+        mode = "hybrid" if vector is not None and text else ("sparse" if text else "dense")
+    if mode not in SEARCH_MODES:
+        raise InvalidInputError(f"unknown search mode {mode!r}; valid: {SEARCH_MODES}")
+    if mode in ("dense", "hybrid") and vector is None:
+        raise InvalidInputError(f"a {mode} search needs the query vector")
+    if mode in ("sparse", "hybrid") and not (text and text.strip()):
+        raise InvalidInputError(f"a {mode} search needs the query text")
+    return mode
 
 
 def create_store(settings: Settings) -> Store:

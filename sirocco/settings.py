@@ -93,6 +93,14 @@ class ChunkingSettings(BaseModel):
 class RetrievalSettings(BaseModel):
     top_k: int = 5
     min_score: float = 0.0
+    # dense (embeddings), sparse (BM25) or hybrid (both, fused by reciprocal rank).
+    mode: Literal["dense", "sparse", "hybrid"] = "hybrid"
+    # Candidates each side of a hybrid search brings to the fusion.
+    prefetch_limit: int = 100
+    # BM25 analysis: Snowball stemmer language; length normalisation reference
+    # (terms per chunk after stop words; chunks are ~200 tokens).
+    sparse_language: str = "english"
+    bm25_avg_len: float = 100.0
 
 
 class CelerySettings(BaseModel):

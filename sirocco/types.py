@@ -15,9 +15,27 @@ def chunk_point_id(doc_id: str, chunk_index: int) -> str:
     return str(uuid.uuid5(CHUNK_NAMESPACE, f"{doc_id}:{chunk_index}"))
 
 
+#: The ACL entry that lets every user of the tenant see a document.
+EVERYONE = "*"
+
+
+def user_principal(user: str) -> str:
+    """The ACL entry naming one user."""
+    return f"user:{user}"
+
+
+def group_principal(group: str) -> str:
+    """The ACL entry naming one group."""
+    return f"group:{group}"
+
+
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """A piece of a document, ready to embed and store."""
+    """A piece of a document, ready to embed and store.
+
+    ``acl`` lists who may see it within ``tenant``: ``EVERYONE``, or
+    ``user:<id>`` / ``group:<name>`` entries; it is copied from the document.
+    """
 
     doc_id: str
     chunk_index: int
@@ -29,6 +47,12 @@ class Chunk:
     page: int | None = None
     headings: tuple[str, ...] = ()
     tenant: str = "default"
+    acl: tuple[str, ...] = (EVERYONE,)
+    source_id: str | None = None
+    mime_type: str | None = None
+    tags: tuple[str, ...] = ()
+    #: The document's modification time (Unix seconds), for date filters.
+    modified_at: float | None = None
 
     @property
     def id(self) -> str:

@@ -163,3 +163,66 @@ def test_two_processes_alternate_without_lock_errors(tmp_path):
     # This process read while the other one was writing, and saw its progress.
     assert counts[0] == 4 * (n_docs // 2), counts[:3]
     assert len({h.doc_id for h in store.search([1.0, 5.0, 1.0], top_k=8)}) >= 2
+
+
+def _doc(doc_id: str, text: str, **kw) -> Chunk:
+    return Chunk(doc_id=doc_id, chunk_index=0, text=text, title=kw.pop("title", doc_id),
+                 source=f"/docs/{doc_id}.md", start_char=0, end_char=len(text), **kw)
+
+
+def test_sparse_and_hybrid_search_with_acl_and_filters_inside_qdrant(tmp_path):
+    from retrieval.store import Caller, SearchFilter
+
+    store = QdrantStore(_settings(tmp_path))
+    docs = [
+        _doc("pay", "Salary bands are reviewed every March by the compensation board.",
+             tenant="acme", acl=("group:hr",), tags=("policy",), modified_at=100.0),
+        _doc("leave", "Employees get 27 days of paid leave per year.", tenant="acme",
+             tags=("policy",), modified_at=200.0, mime_type="text/markdown"),
+        _doc("ana", "Ana's performance review notes for March.", tenant="acme",
+             acl=("user:ana",), modified_at=300.0),
+        _doc("other", "Salary bands at Globex are reviewed in March.", tenant="globex"),
+    ]
+    store.upsert(docs, [[1, 0, 0], [0, 1, 0], [0.7, 0.7, 0], [1, 0, 0]])
+
+    # BM25 alone finds the lexical match; dense alone ranks by the vector.
+    sparse = store.search(None, top_k=2, text="salary bands review", tenant="acme")
+    assert sparse[0].doc_id == "pay"
+    hybrid = store.search([0, 1, 0], top_k=4, text="salary bands", tenant="acme")
+    assert {h.doc_id for h in hybrid[:2]} == {"pay", "leave"}  # one from each side, fused
+
+    def visible(caller: Caller, **kw) -> set[str]:
+        hits = store.search([1, 0, 0], top_k=10, text="March salary review leave",
+                            filter=SearchFilter(caller=caller, **kw))
+        return {h.doc_id for h in hits}
+
+    assert visible(Caller("acme")) == {"leave"}
+    assert visible(Caller("acme", groups=("hr",))) == {"leave", "pay"}
+    assert visible(Caller("acme", user="ana")) == {"leave", "ana"}
+    assert visible(Caller("globex", user="ana", groups=("hr",))) == {"other"}
+    assert visible(Caller("acme", user="ana", groups=("hr",)), tags=["policy"]) == {"pay",
+                                                                                  "leave"}
+    assert visible(Caller("acme", user="ana", groups=("hr",)), modified_after=150.0) == {
+        "leave", "ana"}
+    assert visible(Caller("acme", user="ana"), mime_types=["text/markdown"]) == {"leave"}
+
+
+def test_collection_sits_behind_an_alias_and_a_legacy_layout_is_refused(tmp_path):
+    from qdrant_client import QdrantClient
+    from qdrant_client import models as qm
+
+    settings = _settings(tmp_path)
+    store = QdrantStore(settings)
+    store.ensure_collection(3)
+    alias = settings.qdrant.collection
+    client = QdrantClient(path=str(tmp_path / "qdrant"))
+    try:
+        assert {(a.alias_name, a.collection_name) for a in client.get_aliases().aliases} == {
+            (alias, f"{alias}__1")}
+        # A collection from before hybrid search (one unnamed vector).
+        client.create_collection("legacy", vectors_config=qm.VectorParams(
+            size=3, distance=qm.Distance.COSINE))
+    finally:
+        client.close()
+    with pytest.raises(ConfigError, match="built before hybrid search"):
+        QdrantStore(settings, collection="legacy").ensure_collection(3)

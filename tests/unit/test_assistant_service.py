@@ -70,7 +70,12 @@ async def test_streams_deltas_then_done_with_mapped_citations(factory, settings)
     assert done.usage is not None and (done.usage.prompt_tokens, done.usage.total_tokens) == (
         42, 47)
     assert done.model == "scripted-model"
-    assert store.searches == [{"vector": [1.0, 0.0, 0.0, 0.0], "top_k": 3, "tenant": "acme"}]
+    [search] = store.searches
+    assert (search["vector"], search["top_k"], search["tenant"]) == ([1.0, 0.0, 0.0, 0.0], 3,
+                                                                      "acme")
+    # Hybrid by default, with the question for BM25 and the caller's ACL in the filter.
+    assert (search["mode"], search["text"]) == ("hybrid", "What is the capital?")
+    assert search["filter"].caller.principals() == ["*"]
     assert engine.options[0].max_tokens == 64
 
     trace = load_trace(factory, done.trace_id)
@@ -161,7 +166,7 @@ async def test_engine_error_before_any_output_is_raised(factory, settings) -> No
 
 async def test_search_failure_is_raised_as_unavailable(factory, settings) -> None:
     class DownStore(StaticStore):
-        def search(self, vector, *, top_k, tenant=None, doc_ids=None):  # type: ignore[no-untyped-def]
+        def search(self, vector, *, top_k, **kw):  # type: ignore[no-untyped-def]
             raise ConnectionError("qdrant refused")
 
     engine = ScriptedEngine()

@@ -69,7 +69,7 @@ class FakeStore:
         self.points = {k: c for k, c in self.points.items() if c.doc_id not in doc_ids}
         self.upsert(chunks, vectors)
 
-    def search(self, vector, *, top_k, tenant=None, doc_ids=None) -> list[SearchHit]:
+    def search(self, vector, *, top_k, **kw) -> list[SearchHit]:
         return []
 
     def count(self, *, doc_id: str | None = None) -> int:

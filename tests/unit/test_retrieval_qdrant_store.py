@@ -8,9 +8,10 @@ import time
 import pytest
 from qdrant_client import models as qm
 
-from retrieval.qdrant_store import QdrantStore, _FileLock, _filter, _hit, _payload
-from retrieval.store import create_store
-from sirocco.errors import StoreBusyError
+from retrieval.locking import FileLock as _FileLock
+from retrieval.qdrant_store import QdrantStore, _hit, payload, qdrant_filter
+from retrieval.store import Caller, SearchFilter, create_store, resolve_mode
+from sirocco.errors import InvalidInputError, StoreBusyError
 from sirocco.settings import Settings
 from sirocco.types import Chunk
 
@@ -28,20 +29,46 @@ def test_payload_round_trips_into_a_search_hit():
         headings=("A", "B"),
         tenant="acme",
     )
-    payload = _payload(chunk)
-    assert payload["tenant"] == "acme" and payload["doc_id"] == "d"
-    hit = _hit(qm.ScoredPoint(id=chunk.id, version=0, score=0.5, payload=payload))
+    body = payload(chunk)
+    assert body["tenant"] == "acme" and body["doc_id"] == "d" and body["acl"] == ["*"]
+    hit = _hit(qm.ScoredPoint(id=chunk.id, version=0, score=0.5, payload=body))
     assert (hit.chunk_id, hit.doc_id, hit.chunk_index, hit.score) == (chunk.id, "d", 3, 0.5)
     assert (hit.text, hit.title, hit.source, hit.page) == ("body", "Title", "/a.pdf", 2)
     assert (hit.headings, hit.start_char, hit.end_char) == (("A", "B"), 5, 9)
 
 
 def test_filters_are_built_for_qdrant():
-    assert _filter() is None
-    f = _filter(tenant="acme", doc_ids=["x", "y"])
-    keys = {c.key: c.match for c in f.must}
+    assert qdrant_filter(SearchFilter()) is None
+    f = qdrant_filter(SearchFilter(tenant="acme", doc_ids=["x", "y"], tags=["hr"],
+                                   mime_types=["application/pdf"], source_ids=["s1"],
+                                   modified_after=10.0))
+    keys = {c.key: c.match or c.range for c in f.must}
     assert keys["tenant"] == qm.MatchValue(value="acme")
     assert keys["doc_id"] == qm.MatchAny(any=["x", "y"])
+    assert keys["tags"] == qm.MatchAny(any=["hr"])
+    assert keys["mime_type"] == qm.MatchAny(any=["application/pdf"])
+    assert keys["source_id"] == qm.MatchAny(any=["s1"])
+    assert keys["modified_at"] == qm.Range(gte=10.0, lte=None)
+
+
+def test_a_caller_always_brings_its_tenant_and_acl_into_the_filter():
+    caller = Caller(tenant="acme", user="ana", groups=("hr", "eng"))
+    f = qdrant_filter(SearchFilter(caller=caller))
+    keys = {c.key: c.match for c in f.must}
+    assert keys["tenant"] == qm.MatchValue(value="acme")
+    assert keys["acl"] == qm.MatchAny(any=["*", "user:ana", "group:hr", "group:eng"])
+    with pytest.raises(InvalidInputError, match="other than the caller's"):
+        SearchFilter(caller=caller, tenant="globex")
+
+
+def test_search_mode_needs_its_inputs():
+    assert resolve_mode([1.0], "q", None) == "hybrid"
+    assert resolve_mode([1.0], None, None) == "dense"
+    assert resolve_mode(None, "q", None) == "sparse"
+    with pytest.raises(InvalidInputError, match="a hybrid search needs the query text"):
+        resolve_mode([1.0], "  ", "hybrid")
+    with pytest.raises(InvalidInputError, match="unknown search mode 'fuzzy'"):
+        resolve_mode([1.0], "q", "fuzzy")
 
 
 def test_factory_picks_local_mode(tmp_path):
