@@ -81,9 +81,21 @@ class JobPublic(BaseModel):
     items: list[JobItemPublic] = []
 
 
+_NAMES = Field(default_factory=list, max_length=100)
+
+
 class SourceCreate(BaseModel):
+    """A folder on the server. With no ``users`` and no ``groups`` its documents
+    are visible to everyone in the tenant; else only to those named."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"path": "/srv/handbook", "name": "handbook", "groups": ["hr"], "tags": ["policy"]}]})
+
     path: str = Field(min_length=1)
     name: str | None = Field(default=None, max_length=255)
+    users: list[str] = _NAMES
+    groups: list[str] = _NAMES
+    tags: list[str] = _NAMES
 
 
 class SourcePublic(BaseModel):
@@ -94,5 +106,7 @@ class SourcePublic(BaseModel):
     name: str
     kind: str
     path: str | None
+    acl: list[str] | None = None
+    tags: list[str] | None = None
     created_at: datetime
     documents: int = 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from sirocco.db import Base, utcnow
@@ -26,6 +26,9 @@ class Source(Base):
     name: Mapped[str] = mapped_column(String(255))
     kind: Mapped[str] = mapped_column(String(16), default="folder")
     path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Given to the documents synced from it (see ``Document.acl``, ``Document.tags``).
+    acl: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    tags: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -58,6 +61,10 @@ class Document(Base):
     status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     chunk_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Who may see it within the tenant: "*" (everyone), "user:<id>", "group:<name>";
+    # None means everyone. Copied into every chunk's payload: search filters on it.
+    acl: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    tags: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     # Ingestion attempts since the last (re-)queue; caps redeliveries of a
     # document that kills its worker (acks_late + reject_on_worker_lost).
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -21,8 +21,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -39,7 +40,7 @@ from retrieval.store import Store
 from sirocco.db import session_scope, utcnow
 from sirocco.errors import InvalidInputError, NotFoundError, ParseError
 from sirocco.settings import Settings
-from sirocco.types import Chunk
+from sirocco.types import EVERYONE, Chunk
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,9 @@ def parse_document(
         doc.attempts += 1
         doc.status, doc.error, doc.lease_until = "running", None, None
         source, tenant = doc.source_path, doc.tenant
+        # What every chunk carries for filters and access control.
+        facts = {"acl": tuple(doc.acl or (EVERYONE,)), "tags": tuple(doc.tags or ()),
+                 "source_id": doc.source_id}
 
     try:
         limits = Limits.from_settings(settings.ingest)
@@ -99,6 +103,9 @@ def parse_document(
             tokenizer=getattr(tokenizer, "tokenizer", None),
             chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens,
         )
+        modified = _mtime(source)
+        chunks = [replace(c, mime_type=parsed.mime_type, modified_at=modified, **facts)
+                  for c in chunks]
     except (ParseError, InvalidInputError) as exc:
         logger.info("ingestion failed", extra={"doc_id": doc_id, "error": exc.message})
         with session_scope(session_factory) as session:
@@ -379,7 +386,15 @@ def _give_up_embedding(session: Session, doc_id: str, attempts: int) -> None:
 
 
 def _chunk(d: dict[str, Any]) -> Chunk:
-    return Chunk(**{**d, "headings": tuple(d.get("headings") or ())})
+    return Chunk(**{**d, **{k: tuple(d.get(k) or ()) for k in ("headings", "tags")},
+                    "acl": tuple(d.get("acl") or (EVERYONE,))})
+
+
+def _mtime(path: str) -> float | None:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return None
 
 
 def _aware(ts: Any) -> Any:

@@ -19,10 +19,28 @@ from sqlalchemy.orm import Session
 from ingest.models import Document
 from ingest.parsers import SUPPORTED_EXTENSIONS
 from sirocco.errors import NotFoundError
+from sirocco.types import group_principal, user_principal
 
 logger = logging.getLogger(__name__)
 
 _HASH_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """Who may see a document within its tenant, and its tags: given to the
+    documents of a source or an upload. ``acl`` entries are "user:<id>",
+    "group:<name>" or "*"; None means everyone."""
+
+    acl: list[str] | None = None
+    tags: list[str] | None = None
+
+    @classmethod
+    def of(cls, *, users: Iterable[str] = (), groups: Iterable[str] = (),
+           tags: Iterable[str] = ()) -> Access:
+        """Everyone when no user or group is named; else exactly those."""
+        acl = [user_principal(u) for u in users if u] + [group_principal(g) for g in groups if g]
+        return cls(acl=acl or None, tags=sorted({t for t in tags if t}) or None)
 
 
 @dataclass(slots=True)
@@ -41,8 +59,10 @@ def register_files(
     tenant: str = "default",
     force: bool = False,
     source_id: str | None = None,
+    access: Access | None = None,
 ) -> list[Document]:
     """Create or update one ``Document`` per file and return those that changed.
+    ``access`` (when given) sets the documents' ACL and tags.
 
     Folders are walked recursively; hidden files and folders, and files without a
     supported extension, are skipped there (a file named explicitly is always
@@ -57,7 +77,8 @@ def register_files(
     changed: list[Document] = []
     for path in iter_files(paths):
         staged = stage_file(
-            path, session=session, tenant=tenant, force=force, source_id=source_id
+            path, session=session, tenant=tenant, force=force, source_id=source_id,
+            access=access,
         )
         if staged.outcome != "unchanged":
             changed.append(staged.doc)
@@ -73,10 +94,13 @@ def stage_file(
     tenant: str,
     force: bool = False,
     source_id: str | None = None,
+    access: Access | None = None,
 ) -> Staged:
     """Register one file; ``Staged.outcome`` is "unchanged" (nothing to do),
     "queued" (new or changed: to ingest) or "duplicate"; ``Staged.promoted``
     holds a former duplicate of this file's old content, now queued in its place.
+    A file whose ``access`` changed is queued again, so its chunks carry the new
+    ACL (search filters on the chunks' copy).
 
     Duplicates: one copy of each content per tenant is ingested. A new or
     changed file whose SHA-256 equals another live document's gets status
@@ -93,13 +117,16 @@ def stage_file(
     if doc is None:
         doc = Document(tenant=tenant, source_path=source, title=path.stem, chunk_count=0)
         session.add(doc)
-    elif not force and doc.content_hash == digest and doc.status not in ("failed", "cancelled"):
+    elif (not force and doc.content_hash == digest and doc.status not in ("failed", "cancelled")
+          and (access is None or (doc.acl, doc.tags) == (access.acl, access.tags))):
         logger.debug("unchanged, skipped", extra={"path": source, "doc_id": doc.id})
         if source_id is not None:
             doc.source_id = source_id
         return Staged("unchanged", doc)
     if source_id is not None:
         doc.source_id = source_id
+    if access is not None:
+        doc.acl, doc.tags = access.acl, access.tags
     promoted: list[Document] = []
     if doc.content_hash is not None and doc.content_hash != digest:
         promoted = promote_duplicates(doc.id, session=session)

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from ingest.jobs import add_items, cancel_items_of, create_job, finish_if_complete
 from ingest.models import Document, Job, Source, StagedChunks
-from ingest.service import iter_files, promote_duplicates, stage_file
+from ingest.service import Access, iter_files, promote_duplicates, stage_file
 from retrieval.store import Store
 from sirocco.errors import InvalidInputError, NotFoundError
 
@@ -36,10 +36,12 @@ class SyncPlan:
 
 
 def add_source(
-    path: str | Path, *, session: Session, tenant: str = "default", name: str | None = None
+    path: str | Path, *, session: Session, tenant: str = "default", name: str | None = None,
+    access: Access | None = None,
 ) -> Source:
     """Register a folder as a source (flushed). Its name defaults to the folder's
-    name. Raises ``NotFoundError`` when the folder does not exist and
+    name; its documents get ``access`` (default: everyone in the tenant, no
+    tags). Raises ``NotFoundError`` when the folder does not exist and
     ``InvalidInputError`` when the tenant already has a source of that name."""
     root = Path(path).expanduser().resolve()
     if not root.is_dir():
@@ -47,7 +49,9 @@ def add_source(
     name = name or root.name
     if name == UPLOADS or _by_name(session, tenant, name) is not None:
         raise InvalidInputError(f"a source named {name!r} exists already; pick another --name")
-    source = Source(tenant=tenant, name=name, kind="folder", path=str(root))
+    access = access or Access()
+    source = Source(tenant=tenant, name=name, kind="folder", path=str(root), acl=access.acl,
+                    tags=access.tags)
     session.add(source)
     session.flush()
     logger.info("source added", extra={"source_id": source.id, "path": str(root)})
@@ -110,7 +114,8 @@ def sync_source(source: Source, *, session: Session, store: Store) -> SyncPlan:
     duplicates: list[Document] = []
     unchanged = 0
     for path in iter_files([source.path]):
-        staged = stage_file(path, session=session, tenant=source.tenant, source_id=source.id)
+        staged = stage_file(path, session=session, tenant=source.tenant, source_id=source.id,
+                            access=Access(acl=source.acl, tags=source.tags))
         seen.add(staged.doc.id)
         queued.extend(staged.promoted)
         if staged.outcome == "unchanged":

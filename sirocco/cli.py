@@ -18,6 +18,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from sirocco.cli_eval import eval_app
 from sirocco.settings import Settings, get_settings
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ sources_app = typer.Typer(help="Watched folders and their sync.", no_args_is_hel
 jobs_app = typer.Typer(help="Ingestion jobs.", no_args_is_help=True)
 app.add_typer(sources_app, name="sources")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(eval_app, name="eval")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -305,13 +307,22 @@ def sources_add(
     path: Annotated[Path, typer.Argument(help="The folder.")],
     name: Annotated[str | None, typer.Option(help="Name (default: the folder's).")] = None,
     tenant: Annotated[str, typer.Option(help="Tenant that owns it.")] = "default",
+    user: Annotated[list[str] | None, typer.Option(help="A user who may see its documents "
+                                                        "(repeatable).")] = None,
+    group: Annotated[list[str] | None, typer.Option(help="A group that may see its documents "
+                                                         "(repeatable).")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="A tag for its documents "
+                                                       "(repeatable).")] = None,
 ) -> None:
-    """Register a folder as a source; `sirocco sources sync NAME` ingests it."""
+    """Register a folder as a source; `sirocco sources sync NAME` ingests it.
+    Without --user/--group everyone in the tenant sees its documents."""
+    from ingest.service import Access
     from ingest.sources import add_source
     from sirocco.db import session_scope
 
+    access = Access.of(users=user or (), groups=group or (), tags=tag or ())
     with session_scope(_factory(get_settings())) as session:
-        source = add_source(path, session=session, tenant=tenant, name=name)
+        source = add_source(path, session=session, tenant=tenant, name=name, access=access)
         console.print(f"source {source.name} ({source.id}): {source.path}")
 
 

@@ -11,6 +11,7 @@ from api.routes.documents import TENANT
 from api.routes.jobs import load_job
 from api.schemas import JobPublic, SourceCreate, SourcePublic
 from api.services import Services
+from ingest.service import Access
 from ingest.sources import add_source, get_source, list_sources, remove_source, sync_source
 from retrieval.store import Store
 from sirocco.db import session_scope
@@ -29,7 +30,9 @@ def _store(services: Services) -> Store:
 def create_source(body: SourceCreate, services: ServicesDep) -> SourcePublic:
     """Register a folder on the server as a source (sync it to ingest)."""
     with session_scope(services.session_factory) as session:
-        source = add_source(body.path, session=session, tenant=TENANT, name=body.name)
+        access = Access.of(users=body.users, groups=body.groups, tags=body.tags)
+        source = add_source(body.path, session=session, tenant=TENANT, name=body.name,
+                            access=access)
         return SourcePublic.model_validate(source)
 
 

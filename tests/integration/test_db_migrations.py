@@ -98,7 +98,7 @@ def test_migrated_schema_matches_the_models(migrated: Settings) -> None:
     finally:
         engine.dispose()
     assert {"documents", "traces", "alembic_version"} <= tables
-    assert version == "0003"
+    assert version == "0004"
     assert diffs == [], f"models and migrations disagree; write a migration: {diffs}"
 
 
@@ -110,7 +110,7 @@ def test_upgrade_is_idempotent(migrated: Settings) -> None:
             versions = conn.execute(text("SELECT version_num FROM alembic_version")).all()
     finally:
         engine.dispose()
-    assert [v for (v,) in versions] == ["0003"]
+    assert [v for (v,) in versions] == ["0004"]
 
 
 def test_trace_and_document_round_trip(migrated: Settings) -> None:
