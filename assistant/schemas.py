@@ -20,6 +20,8 @@ class Source(BaseModel):
     end_char: int = 0
     snippet: str
     score: float
+    #: The chunks this source stands for when packing merged adjacent ones.
+    chunk_ids: list[str] = []
 
 
 class Citation(Source):

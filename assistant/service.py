@@ -27,6 +27,7 @@ from assistant.citations import resolve_citations
 from assistant.prompts import NOT_FOUND_ANSWER, Prompt, build_prompt
 from assistant.schemas import AnswerEvent, AnswerResult, AnswerUsage, Source
 from llm.engine import Engine
+from retrieval.packing import pack
 from retrieval.store import Caller, SearchFilter, Store
 from sirocco.errors import (
     EngineError,
@@ -132,6 +133,8 @@ class Assistant:
                 for rank, h in enumerate(hits, start=1)
             ]
             hits = [h for h in hits if h.score >= self._settings.retrieval.min_score]
+            # Near-duplicates out, overlapping chunks of a document merged into one source.
+            hits = pack(hits)
             if not hits:
                 # Nothing to ground an answer on: say so without asking the model.
                 handle.mark_first_token()
@@ -262,7 +265,7 @@ def _source(n: int, hit: SearchHit) -> Source:
     return Source(
         n=n, chunk_id=hit.chunk_id, doc_id=hit.doc_id, title=hit.title, source=hit.source,
         page=hit.page, start_char=hit.start_char, end_char=hit.end_char, snippet=snippet,
-        score=float(hit.score),
+        score=float(hit.score), chunk_ids=list(hit.covers or (hit.chunk_id,)),
     )
 
 

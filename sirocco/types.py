@@ -74,6 +74,9 @@ class SearchHit:
     end_char: int = 0
     page: int | None = None
     headings: tuple[str, ...] = ()
+    #: Set when context packing merged several chunks into this one: their ids,
+    #: in text order (``text`` and the offsets then span them all).
+    covers: tuple[str, ...] = ()
 
 
 Role = Literal["system", "user", "assistant", "tool"]
