@@ -24,7 +24,7 @@ from sirocco.errors import InvalidInputError, NotFoundError
 
 logger = logging.getLogger(__name__)
 
-JOB_KINDS = ("sync", "ingest", "upload")
+JOB_KINDS = ("sync", "ingest", "upload", "rebuild")
 ACTIVE = ("queued", "running")
 #: Item end state -> the job counter it increments.
 _COUNTER = {"done": Job.done, "failed": Job.failed, "skipped": Job.skipped,

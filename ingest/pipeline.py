@@ -36,6 +36,7 @@ from ingest.formats.base import Limits
 from ingest.jobs import finish_item_in
 from ingest.models import Document, StagedChunks
 from ingest.parsers import parse_bytes, read_file
+from ingest.rebuild import finish_if_rebuilt
 from retrieval.store import Store
 from sirocco.db import session_scope, utcnow
 from sirocco.errors import InvalidInputError, NotFoundError, ParseError
@@ -294,6 +295,9 @@ def store_claimed(
         store.delete_document(doc_id)
         with session_scope(session_factory) as session:
             session.execute(delete(StagedChunks).where(StagedChunks.document_id == doc_id))
+    # The batch may have finished a rebuild job: then its collection goes live.
+    finish_if_rebuilt({s.job_id for s in staged if s.job_id and s.document_id in stored},
+                      session_factory=session_factory, store=store)
     logger.info("embedded", extra={"documents": len(stored), "chunks": len(chunks)})
     return stored
 

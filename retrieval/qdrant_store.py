@@ -37,6 +37,15 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
+from retrieval import collections
+from retrieval.collections import (
+    DENSE,
+    SPARSE,
+    check_layout,
+    create_collection,
+    next_collection_name,
+    target_collection,
+)
 from retrieval.locking import FileLock
 from retrieval.sparse import SparseEncoder
 from retrieval.store import SearchFilter, SearchMode, resolve_mode
@@ -46,10 +55,7 @@ from sirocco.types import Chunk, SearchHit
 
 logger = logging.getLogger(__name__)
 
-DENSE = "dense"
-SPARSE = "bm25"
 _UPSERT_BATCH = 256
-_KEYWORD_INDEXES = ("doc_id", "tenant", "acl", "source_id", "mime_type", "tags")
 
 
 class QdrantStore:
@@ -103,8 +109,8 @@ class QdrantStore:
         with self._client() as client:
             self._delete(client, doc_ids)
             if points:
-                self._ensure(client, len(vectors[0]))
-                self.write_points(client, self.collection, points)
+                for target in self._write_targets(client, len(vectors[0])):
+                    self.write_points(client, target, points)
 
     def search(
         self,
@@ -166,6 +172,42 @@ class QdrantStore:
             self._remote.close()
 
     # -- more than the port: bulk work and rebuilds ----------------------------------------
+
+    def begin_rebuild(self, dim: int) -> str:
+        """Create the collection a rebuild fills (``<alias>__next``); from now on
+        writes go there too. Returns its name; idempotent."""
+        with self._client() as client:
+            name = collections.building(client, self.collection)
+            if name is not None:
+                return name
+            name = next_collection_name(client, self.collection)
+            create_collection(client, name, dim)
+            client.update_collection_aliases(change_aliases_operations=[
+                qm.CreateAliasOperation(create_alias=qm.CreateAlias(
+                    collection_name=name, alias_name=collections.build_alias(self.collection)))])
+            logger.info("rebuild started", extra={"alias": self.collection, "building": name})
+            return name
+
+    def finish_rebuild(self) -> str | None:
+        """Swap the alias to the built collection (see ``retrieval.collections.swap``)."""
+        with self._client() as client:
+            return collections.swap(client, self.collection)
+
+    def abandon_rebuild(self) -> str | None:
+        """Drop the collection being built; the live one is untouched."""
+        with self._client() as client:
+            return collections.abandon(client, self.collection)
+
+    def index_status(self) -> dict[str, Any]:
+        """The live collection, the one being built (if any), and their point counts."""
+        with self._client() as client:
+            live = target_collection(client, self.collection)
+            build = collections.building(client, self.collection)
+            return {
+                "alias": self.collection, "live": live, "building": build,
+                "live_points": client.count(live, exact=True).count if live else 0,
+                "building_points": client.count(build, exact=True).count if build else 0,
+            }
 
     @contextmanager
     def hold(self) -> Iterator[QdrantStore]:
@@ -241,13 +283,30 @@ class QdrantStore:
         return target_collection(client, self.collection) is not None
 
     def _delete(self, client: QdrantClient, doc_ids: Sequence[str]) -> None:
-        if doc_ids and self._exists(client):
-            client.delete(
-                self.collection,
-                points_selector=qm.FilterSelector(
-                    filter=qdrant_filter(SearchFilter(doc_ids=list(doc_ids)))),
-                wait=True,
-            )
+        if not doc_ids:
+            return
+        selector = qm.FilterSelector(filter=qdrant_filter(SearchFilter(doc_ids=list(doc_ids))))
+        for name in (target_collection(client, self.collection),
+                     collections.building(client, self.collection)):
+            if name is not None:
+                client.delete(name, points_selector=selector, wait=True)
+
+    def _write_targets(self, client: QdrantClient, dim: int) -> list[str]:
+        """Where new points go: the live collection (created if missing) and, during
+        a rebuild, the one being built; each only if built for ``dim``."""
+        build = collections.building(client, self.collection)
+        if build is None:
+            self._ensure(client, dim)
+            return [self.collection]
+        out = [build] if collections.vector_size(client, build) == dim else []
+        live = target_collection(client, self.collection)
+        if live is not None and collections.vector_size(client, live) == dim:
+            out.append(live)
+        if not out:
+            raise ConfigError(f"the index being built ({build}) expects other vectors than the "
+                              f"embedder makes ({dim} dimensions); abandon it with "
+                              "`sirocco index abandon`")
+        return out
 
     def _ensure(self, client: QdrantClient, dim: int) -> None:
         target = target_collection(client, self.collection)
@@ -261,59 +320,6 @@ class QdrantStore:
                 collection_name=name, alias_name=self.collection))])
         logger.info("created collection", extra={"collection": name, "alias": self.collection,
                                                  "dim": dim})
-
-
-# -- collections and aliases ----------------------------------------------------------------
-
-
-def target_collection(client: QdrantClient, alias: str) -> str | None:
-    """The collection ``alias`` points at (or a plain collection of that name)."""
-    for a in client.get_aliases().aliases:
-        if a.alias_name == alias:
-            return a.collection_name
-    return alias if client.collection_exists(alias) else None
-
-
-def next_collection_name(client: QdrantClient, alias: str) -> str:
-    """``<alias>__<n>`` with n one more than any existing."""
-    taken = [c.name for c in client.get_collections().collections]
-    numbers = [int(n.rsplit("__", 1)[1]) for n in taken
-               if n.startswith(f"{alias}__") and n.rsplit("__", 1)[1].isdigit()]
-    return f"{alias}__{max(numbers, default=0) + 1}"
-
-
-def create_collection(client: QdrantClient, name: str, dim: int) -> None:
-    """A collection with Sirocco's layout and payload indexes."""
-    client.create_collection(
-        name,
-        vectors_config={DENSE: qm.VectorParams(size=dim, distance=qm.Distance.COSINE)},
-        sparse_vectors_config={SPARSE: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
-    )
-    # Local mode ignores payload indexes (and warns once); a server needs them for
-    # fast tenant / ACL / document filters.
-    for field in _KEYWORD_INDEXES:
-        client.create_payload_index(name, field_name=field,
-                                    field_schema=qm.PayloadSchemaType.KEYWORD)
-    client.create_payload_index(name, field_name="modified_at",
-                                field_schema=qm.PayloadSchemaType.FLOAT)
-
-
-def check_layout(client: QdrantClient, name: str, dim: int, *, alias: str) -> None:
-    """Refuse a collection of another vector size, or one from before hybrid search."""
-    params = client.get_collection(name).config.params
-    dense = params.vectors.get(DENSE) if isinstance(params.vectors, dict) else None
-    if dense is None or not (params.sparse_vectors or {}).get(SPARSE):
-        raise ConfigError(
-            f"collection {name!r} was built before hybrid search (no '{DENSE}' and "
-            f"'{SPARSE}' vectors); rebuild it with `sirocco index rebuild` "
-            f"(or point SIROCCO_QDRANT__COLLECTION elsewhere than {alias!r})"
-        )
-    if dense.size != dim:
-        raise ConfigError(
-            f"collection {name!r} holds {dense.size}-dimensional vectors but the embedder "
-            f"makes {dim}; rebuild the index after changing the embedding model "
-            "(`sirocco index rebuild`)"
-        )
 
 
 # -- points, payloads, filters --------------------------------------------------------------

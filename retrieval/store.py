@@ -100,6 +100,14 @@ class Store(Protocol):
         """Number of stored chunks (of one document when ``doc_id`` is given)."""
         ...
 
+    def begin_rebuild(self, dim: int) -> str:
+        """Start filling a new collection behind the alias (writes go there too)."""
+        ...
+
+    def finish_rebuild(self) -> str | None:
+        """Swap the alias to the rebuilt collection, atomically."""
+        ...
+
     def close(self) -> None:
         ...
 

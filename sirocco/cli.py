@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 
 from sirocco.cli_eval import eval_app
+from sirocco.cli_index import index_app
 from sirocco.settings import Settings, get_settings
 
 app = typer.Typer(
@@ -33,6 +34,7 @@ jobs_app = typer.Typer(help="Ingestion jobs.", no_args_is_help=True)
 app.add_typer(sources_app, name="sources")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(eval_app, name="eval")
+app.add_typer(index_app, name="index")
 
 console = Console()
 err_console = Console(stderr=True)

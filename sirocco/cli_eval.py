@@ -81,7 +81,7 @@ def eval_retrieval(
             if settings.qdrant.url:
                 from qdrant_client import QdrantClient
 
-                from retrieval.qdrant_store import target_collection
+                from retrieval.collections import target_collection
 
                 client = QdrantClient(url=settings.qdrant.url, api_key=settings.qdrant.api_key)
                 real = target_collection(client, q.collection)
