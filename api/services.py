@@ -94,7 +94,10 @@ async def build_services(settings: Settings) -> Services:
         closers.append(engine.close)
 
         recorder = TraceRecorder(session_factory)
-        assistant = Assistant(engine, store, embedder, recorder, settings)
+        from retrieval.rerank import create_reranker
+
+        reranker = await asyncio.to_thread(create_reranker, settings)
+        assistant = Assistant(engine, store, embedder, recorder, settings, reranker=reranker)
 
         # Written by the workers side; imported late so the API starts without it in tests.
         from ingest.service import register_files

@@ -28,6 +28,7 @@ from assistant.prompts import NOT_FOUND_ANSWER, Prompt, build_prompt
 from assistant.schemas import AnswerEvent, AnswerResult, AnswerUsage, Source
 from llm.engine import Engine
 from retrieval.packing import pack
+from retrieval.rerank import Reranker
 from retrieval.store import Caller, SearchFilter, Store
 from sirocco.errors import (
     EngineError,
@@ -92,12 +93,14 @@ class Assistant:
         embedder: QueryEmbedder,
         recorder: TraceRecorder,
         settings: Settings,
+        reranker: Reranker | None = None,
     ) -> None:
         self._engine = engine
         self._store = store
         self._embedder = embedder
         self._recorder = recorder
         self._settings = settings
+        self._reranker = reranker
 
     async def stream_answer(
         self,
@@ -245,8 +248,13 @@ class Assistant:
                   if mode != "sparse" else None)
         # The caller's tenant and ACL always travel into the Qdrant filter.
         flt = SearchFilter(caller=Caller(tenant=tenant))
-        return await asyncio.to_thread(self._store.search, vector, top_k=top_k, text=question,
+        fetch = top_k if self._reranker is None else max(
+            top_k, self._settings.retrieval.rerank_candidates)
+        hits = await asyncio.to_thread(self._store.search, vector, top_k=fetch, text=question,
                                        mode=mode, filter=flt)
+        if self._reranker is not None:
+            hits = await asyncio.to_thread(self._reranker.rerank, question, hits, top_k)
+        return hits
 
     def _build_prompt(self, question: str, hits: list[SearchHit]) -> Prompt:
         llm = self._settings.llm

@@ -101,6 +101,10 @@ class RetrievalSettings(BaseModel):
     # (terms per chunk after stop words; chunks are ~200 tokens).
     sparse_language: str = "english"
     bm25_avg_len: float = 100.0
+    # Optional cross-encoder (a local model folder) re-scoring rerank_candidates
+    # retrieved chunks; None: off.
+    rerank_model: str | None = None
+    rerank_candidates: int = 30
 
 
 class CelerySettings(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
@@ -217,3 +218,19 @@ async def test_answer_raises_when_generation_fails_midway(factory, settings) -> 
     with pytest.raises(EngineError, match="the language model failed while generating"):
         await assistant.answer("colour?")
     assert only_trace(factory).answer == "It is "
+
+
+async def test_a_reranker_rescores_more_candidates_down_to_top_k(factory, settings) -> None:
+    class Reverse:
+        def rerank(self, query, hits, top_k):  # type: ignore[no-untyped-def]
+            return [replace(h, score=1.0 - i / 10) for i, h in
+                    enumerate(list(reversed(hits))[:top_k])]
+
+    wide = settings.model_copy(update={"retrieval": settings.retrieval.model_copy(
+        update={"rerank_candidates": 6})})
+    store = StaticStore([make_hit(n, score=1.0 - n / 10) for n in range(1, 7)])
+    assistant = Assistant(ScriptedEngine(["ok"]), store, ConstantEmbedder(),
+                          TraceRecorder(factory), wide, reranker=Reverse())
+    done = (await collect(assistant.stream_answer("q", tenant="acme")))[-1]
+    assert store.searches[0]["top_k"] == 6  # candidates, not top_k
+    assert [s.doc_id for s in done.sources] == ["doc-6", "doc-5", "doc-4"]
