@@ -223,6 +223,15 @@ class QdrantStore:
             finally:
                 self._held = None
 
+    @property
+    def held_client(self) -> QdrantClient:
+        """The client of the current ``hold()`` (or the server client), for tools
+        that talk to the same collection (benchmarks comparing with a peer)."""
+        client = self._remote or self._held
+        if client is None:
+            raise RuntimeError("held_client is only available inside hold()")
+        return client
+
     def points(
         self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]
     ) -> list[qm.PointStruct]:

@@ -13,10 +13,32 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sirocco.settings import get_settings
+from sirocco.settings import Settings, get_settings
 
 eval_app = typer.Typer(help="Evaluation.", no_args_is_help=True)
 console = Console()
+
+
+def product_pipeline(settings: Settings):  # type: ignore[no-untyped-def]
+    """The product's chunker and embedder as the evaluation's callables:
+    (chunk(doc_id, title, text), embed(chunks), embedder)."""
+    from ingest.chunker import chunk_document
+    from ingest.embedder import create_embedder
+    from ingest.parsers import parse_bytes
+    from ingest.pipeline import chunk_sizes, embedding_text
+
+    embedder = create_embedder(settings)
+    size, overlap = chunk_sizes(settings, embedder)
+
+    def chunk(doc_id: str, title: str, text: str):  # type: ignore[no-untyped-def]
+        parsed = parse_bytes(f"# {title}\n\n{text}\n".encode(), name=f"{doc_id}.md")
+        return chunk_document(parsed, doc_id=doc_id, source=doc_id, tokenizer=embedder.tokenizer,
+                              chunk_tokens=size, overlap_tokens=overlap)
+
+    def embed(chunks):  # type: ignore[no-untyped-def]
+        return embedder.embed_documents([embedding_text(c) for c in chunks])
+
+    return chunk, embed, embedder
 
 
 @eval_app.command("retrieval")
@@ -34,10 +56,7 @@ def eval_retrieval(
     """Index the dataset into a temporary collection, then print nDCG@10,
     Recall@100, MRR@10 and query latency per search mode; writes a JSON
     report and a PNG chart."""
-    from ingest.chunker import chunk_document
-    from ingest.embedder import create_embedder
-    from ingest.parsers import parse_bytes
-    from ingest.pipeline import chunk_sizes, embedding_text
+    from ingest.pipeline import chunk_sizes
     from retrieval.evaluation import MEASURES, evaluate, load_beir, write_chart
     from retrieval.qdrant_store import QdrantStore
     from retrieval.store import SEARCH_MODES
@@ -48,16 +67,8 @@ def eval_retrieval(
         raise typer.BadParameter(f"unknown mode(s) {unknown}; valid: {', '.join(SEARCH_MODES)}")
     settings = get_settings()
     data = load_beir(dataset, split)
-    embedder = create_embedder(settings)
+    chunk, embed, embedder = product_pipeline(settings)
     size, overlap = chunk_sizes(settings, embedder)
-
-    def chunk(doc_id: str, title: str, text: str):  # type: ignore[no-untyped-def]
-        parsed = parse_bytes(f"# {title}\n\n{text}\n".encode(), name=f"{doc_id}.md")
-        return chunk_document(parsed, doc_id=doc_id, source=doc_id, tokenizer=embedder.tokenizer,
-                              chunk_tokens=size, overlap_tokens=overlap)
-
-    def embed(chunks):  # type: ignore[no-untyped-def]
-        return embedder.embed_documents([embedding_text(c) for c in chunks])
 
     out.mkdir(parents=True, exist_ok=True)
     backend = getattr(settings.embedding, "backend", "torch")

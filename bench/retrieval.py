@@ -1,0 +1,101 @@
+"""Retrieval quality and latency on SciFact: dense, BM25 and hybrid, and the
+peer a user would use instead, LangChain's dense-only
+``QdrantVectorStore.similarity_search``, over the same collection in one run.
+
+    .venv/bin/python bench/retrieval.py            # ../shared/data/scifact, test split
+
+Quality: ``retrieval.evaluation`` (ir-measures nDCG@10, Recall@100, MRR@10),
+the same code as ``sirocco eval retrieval``. Latency: every test query once
+per method, query embedding included, p50 and p95, after 20 warm-up queries;
+the collection is held open in this process for both (Qdrant local mode), so
+the comparison is the search work itself. Corpus vectors are cached under
+var/eval between runs (same texts and model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
+
+
+def latencies(fn, queries: list[str]) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    for q in queries[:20]:
+        fn(q)
+    ms = []
+    for q in queries:
+        t0 = time.perf_counter()
+        fn(q)
+        ms.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(ms), statistics.quantiles(ms, n=20)[18]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--split", default="test")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if not (args.data / "corpus.jsonl").is_file():
+        sys.exit(f"{args.data}/corpus.jsonl not found (see ../shared/data/README.md)")
+
+    from langchain_huggingface import HuggingFaceEmbeddings
+    from langchain_qdrant import QdrantVectorStore
+
+    from ingest.tokenizer import embedding_model_dir
+    from retrieval.evaluation import MEASURES, evaluate, load_beir
+    from retrieval.qdrant_store import DENSE, QdrantStore
+    from sirocco.cli_eval import product_pipeline
+    from sirocco.settings import Settings
+
+    settings = Settings()
+    data = load_beir(args.data, args.split)
+    chunk, embed, embedder = product_pipeline(settings)
+    backend = getattr(settings.embedding, "backend", "torch")
+    cache = REPO / "var" / "eval" / f"vectors-{args.data.name}-{backend}.npz"
+    with tempfile.TemporaryDirectory(prefix="sirocco-bench-") as tmp:
+        q = settings.qdrant.model_copy(update={"path": Path(tmp) / "qdrant",
+                                               "collection": "scifact"})
+        store = QdrantStore(settings.model_copy(update={"qdrant": q}))
+        with store.hold():
+            report = evaluate(data, store, name=args.data.name, split=args.split, chunk=chunk,
+                              embed=embed, embed_query=embedder.embed_query, cache=cache)
+            lc = QdrantVectorStore(
+                client=store.held_client, collection_name="scifact", vector_name=DENSE,
+                content_payload_key="text", metadata_payload_key="meta",
+                embedding=HuggingFaceEmbeddings(model_name=str(embedding_model_dir(settings)),
+                                                encode_kwargs={"normalize_embeddings": True}))
+            queries = list(data.queries.values())
+            timings = {
+                "langchain similarity_search (dense)": latencies(
+                    lambda t: lc.similarity_search(t, k=10), queries),
+                "sirocco dense": latencies(lambda t: store.search(
+                    embedder.embed_query(t), top_k=10, mode="dense"), queries),
+                "sirocco sparse (BM25)": latencies(lambda t: store.search(
+                    None, top_k=10, text=t, mode="sparse"), queries),
+                "sirocco hybrid": latencies(lambda t: store.search(
+                    embedder.embed_query(t), top_k=10, text=t, mode="hybrid"), queries),
+            }
+    print(f"{report.dataset} {report.split}: {report.queries} queries, {report.documents} "
+          f"documents, {report.chunks} chunks, embedding backend {backend}")
+    print(f"{'mode':10} " + " ".join(f"{m:>8}" for m in MEASURES))
+    for mode, r in report.modes.items():
+        print(f"{mode:10} " + " ".join(f"{r.metrics[m]:8.4f}" for m in MEASURES))
+    print(f"\n{'method':40} {'p50 ms':>8} {'p95 ms':>8}")
+    for name, (p50, p95) in timings.items():
+        print(f"{name:40} {p50:8.2f} {p95:8.2f}")
+    peer = timings["langchain similarity_search (dense)"][0]
+    print(f"\nhybrid p50 / langchain dense p50: x{timings['sirocco hybrid'][0] / peer:.2f} "
+          "(target <= 1.5)")
+
+
+if __name__ == "__main__":
+    main()
