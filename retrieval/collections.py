@@ -126,3 +126,14 @@ def abandon(client: QdrantClient, alias: str) -> str | None:
         qm.DeleteAliasOperation(delete_alias=qm.DeleteAlias(alias_name=build_alias(alias)))])
     client.delete_collection(name)
     return name
+
+
+def drop(client: QdrantClient, alias: str) -> None:
+    """Remove ``alias``, any rebuild under way, and the collections behind them."""
+    abandon(client, alias)
+    live = target_collection(client, alias)
+    if live is not None and live != alias:
+        client.update_collection_aliases(change_aliases_operations=[
+            qm.DeleteAliasOperation(delete_alias=qm.DeleteAlias(alias_name=alias))])
+    if live is not None:
+        client.delete_collection(live)

@@ -92,13 +92,10 @@ def eval_retrieval(
             if settings.qdrant.url:
                 from qdrant_client import QdrantClient
 
-                from retrieval.collections import target_collection
+                from retrieval.collections import drop
 
                 client = QdrantClient(url=settings.qdrant.url, api_key=settings.qdrant.api_key)
-                real = target_collection(client, q.collection)
-                client.delete_alias(q.collection)
-                if real:
-                    client.delete_collection(real)
+                drop(client, q.collection)
             store.close()
     (out / "report.json").write_text(json.dumps(report.to_json(), indent=2))
     write_chart(report, out / "report.png")

@@ -4,6 +4,7 @@ one store folder through the cross-process lock."""
 from __future__ import annotations
 
 import fcntl
+import os
 import subprocess
 import sys
 import textwrap
@@ -170,10 +171,29 @@ def _doc(doc_id: str, text: str, **kw) -> Chunk:
                  source=f"/docs/{doc_id}.md", start_char=0, end_char=len(text), **kw)
 
 
-def test_sparse_and_hybrid_search_with_acl_and_filters_inside_qdrant(tmp_path):
+@pytest.fixture(params=["local", "server"])
+def any_store(request, tmp_path):
+    """The adapter in local mode, and against a Qdrant server when
+    SIROCCO_TEST_QDRANT_URL names one (none ships here: skipped otherwise)."""
+    if request.param == "local":
+        yield QdrantStore(_settings(tmp_path))
+        return
+    url = os.environ.get("SIROCCO_TEST_QDRANT_URL")
+    if not url:
+        pytest.skip("no Qdrant server configured (SIROCCO_TEST_QDRANT_URL)")
+    store = QdrantStore(_settings(tmp_path, url=url))
+    yield store
+    from qdrant_client import QdrantClient
+
+    from retrieval.collections import drop
+
+    drop(QdrantClient(url=url), store.collection)
+
+
+def test_sparse_and_hybrid_search_with_acl_and_filters_inside_qdrant(any_store):
     from retrieval.store import Caller, SearchFilter
 
-    store = QdrantStore(_settings(tmp_path))
+    store = any_store
     docs = [
         _doc("pay", "Salary bands are reviewed every March by the compensation board.",
              tenant="acme", acl=("group:hr",), tags=("policy",), modified_at=100.0),
@@ -226,3 +246,21 @@ def test_collection_sits_behind_an_alias_and_a_legacy_layout_is_refused(tmp_path
         client.close()
     with pytest.raises(ConfigError, match="built before hybrid search"):
         QdrantStore(settings, collection="legacy").ensure_collection(3)
+
+
+def test_drop_removes_the_alias_the_build_and_their_collections(tmp_path):
+    from qdrant_client import QdrantClient
+
+    from retrieval.collections import drop
+
+    settings = _settings(tmp_path)
+    store = QdrantStore(settings)
+    store.ensure_collection(3)
+    store.begin_rebuild(3)
+    assert store.index_status()["building"] is not None
+    client = QdrantClient(path=str(tmp_path / "qdrant"))
+    try:
+        drop(client, settings.qdrant.collection)
+        assert client.get_aliases().aliases == [] and client.get_collections().collections == []
+    finally:
+        client.close()
