@@ -7,6 +7,32 @@ from datetime import UTC, datetime
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from assistant.service import MAX_TOP_K
+from retrieval.store import SearchFilter
+
+
+class ChatFilters(BaseModel):
+    """Narrow retrieval; each list keeps chunks matching any of its values.
+    Access control is applied on top and cannot be widened here."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"tags": ["policy"], "mime_types": ["application/pdf"],
+         "modified_after": "2026-01-01T00:00:00Z"}]})
+
+    source_ids: list[str] | None = Field(default=None, max_length=100)
+    doc_ids: list[str] | None = Field(default=None, max_length=1000)
+    mime_types: list[str] | None = Field(default=None, max_length=50)
+    tags: list[str] | None = Field(default=None, max_length=100)
+    modified_after: datetime | None = None
+    modified_before: datetime | None = None
+
+    def to_search_filter(self) -> SearchFilter:
+        def ts(d: datetime | None) -> float | None:
+            return None if d is None else d.timestamp()
+
+        return SearchFilter(source_ids=self.source_ids, doc_ids=self.doc_ids,
+                            mime_types=self.mime_types, tags=self.tags,
+                            modified_after=ts(self.modified_after),
+                            modified_before=ts(self.modified_before))
 
 
 class ChatRequest(BaseModel):
@@ -15,6 +41,7 @@ class ChatRequest(BaseModel):
     top_k: int | None = Field(default=None, ge=1, le=MAX_TOP_K)
     #: False: one JSON body (``AnswerResult``) instead of server-sent events.
     stream: bool = True
+    filters: ChatFilters | None = None
 
 
 class AcceptedDocument(BaseModel):

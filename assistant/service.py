@@ -20,7 +20,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from assistant.citations import resolve_citations
@@ -109,8 +109,14 @@ class Assistant:
         tenant: str = "default",
         top_k: int | None = None,
         conversation_id: str | None = None,
+        user: str | None = None,
+        groups: tuple[str, ...] = (),
+        filters: SearchFilter | None = None,
     ) -> AsyncIterator[AnswerEvent]:
         """Stream ``delta`` events, then one ``done`` (or ``error``) event.
+
+        Retrieval sees only what ``user`` (with ``groups``) of ``tenant`` may see,
+        further narrowed by ``filters`` (sources, documents, types, tags, dates).
 
         Raises ``InvalidInputError`` for an empty question or a bad ``top_k``, and
         any failure before the first event as a ``SiroccoError``. Closing the
@@ -129,7 +135,10 @@ class Assistant:
         run = _Run()
         sources: list[Source] = []
         try:
-            hits = await self._retrieve(question, tenant=tenant, top_k=k)
+            caller = Caller(tenant=tenant, user=user, groups=tuple(groups))
+            hits = await self._retrieve(
+                question, top_k=k, filter=replace(filters or SearchFilter(), caller=caller,
+                                                  tenant=None))
             run.retrieved = [
                 {"chunk_id": h.chunk_id, "doc_id": h.doc_id, "score": float(h.score),
                  "rank": rank}
@@ -219,11 +228,14 @@ class Assistant:
         tenant: str = "default",
         top_k: int | None = None,
         conversation_id: str | None = None,
+        **retrieval: Any,
     ) -> AnswerResult:
-        """The whole answer at once; a failure after output began raises ``EngineError``."""
+        """The whole answer at once; a failure after output began raises
+        ``EngineError``. ``retrieval``: ``user``, ``groups``, ``filters`` as for
+        ``stream_answer``."""
         parts: list[str] = []
         events = self.stream_answer(
-            question, tenant=tenant, top_k=top_k, conversation_id=conversation_id
+            question, tenant=tenant, top_k=top_k, conversation_id=conversation_id, **retrieval
         )
         async with aclosing(events):
             async for event in events:
@@ -242,12 +254,14 @@ class Assistant:
                     )
         raise EngineError("the answer ended without a result")
 
-    async def _retrieve(self, question: str, *, tenant: str, top_k: int) -> list[SearchHit]:
+    async def _retrieve(self, question: str, *, top_k: int, filter: SearchFilter
+                        ) -> list[SearchHit]:
+        """Chunks for ``question``; ``filter`` carries the caller, whose tenant
+        and ACL always travel into the Qdrant filter."""
         mode = self._settings.retrieval.mode
         vector = (await asyncio.to_thread(self._embedder.embed_query, question)
                   if mode != "sparse" else None)
-        # The caller's tenant and ACL always travel into the Qdrant filter.
-        flt = SearchFilter(caller=Caller(tenant=tenant))
+        flt = filter
         fetch = top_k if self._reranker is None else max(
             top_k, self._settings.retrieval.rerank_candidates)
         hits = await asyncio.to_thread(self._store.search, vector, top_k=fetch, text=question,

@@ -27,6 +27,8 @@ async def chat(
     """Answer a question from the indexed documents, streamed as server-sent events."""
     kwargs: dict[str, Any] = {"tenant": TENANT, "top_k": body.top_k,
                               "conversation_id": body.conversation_id}
+    if body.filters is not None:
+        kwargs["filters"] = body.filters.to_search_filter()
     if not body.stream:
         result: AnswerResult = await services.assistant.answer(body.question, **kwargs)
         return result

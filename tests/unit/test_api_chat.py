@@ -204,3 +204,18 @@ async def test_client_disconnect_cancels_generation(factory, settings, spec_vers
         trace = session.query(Trace).one()
     assert (trace.status, trace.error) == ("error", "cancelled before the answer was complete")
     assert trace.answer.startswith("t0 ") and len(trace.answer.split()) == engine.emitted
+
+
+async def test_chat_filters_reach_the_store_with_the_callers_tenant(factory, settings) -> None:
+    assistant = real_assistant(factory, settings, ScriptedEngine(["ok [1]"]))
+    app = create_app(settings, services=services_with(factory, settings, assistant))
+    response = await post_chat(app, {
+        "question": "leave policy?", "stream": False,
+        "filters": {"tags": ["policy"], "mime_types": ["application/pdf"],
+                    "modified_after": "2026-01-01T00:00:00Z"}})
+    assert response.status_code == 200, response.text
+    flt = assistant._store.searches[0]["filter"]
+    assert (flt.tags, flt.mime_types) == (["policy"], ["application/pdf"])
+    assert flt.modified_after == 1767225600.0 and flt.caller.tenant == "default"
+    bad = await post_chat(app, {"question": "q", "filters": {"tenant": "globex"}})
+    assert bad.status_code == 422 and "filters.tenant" in bad.json()["error"]["message"]
