@@ -37,7 +37,7 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from retrieval import collections
+from retrieval import collections, local_speedups
 from retrieval.collections import (
     DENSE,
     SPARSE,
@@ -66,6 +66,8 @@ class QdrantStore:
         self.collection = collection or q.collection
         self.sparse = SparseEncoder(r.sparse_language, avg_len=r.bm25_avg_len)
         self._prefetch = r.prefetch_limit
+        self._fusion: qm.Query = (qm.FusionQuery(fusion=qm.Fusion.DBSF) if r.fusion == "dbsf"
+                                  else qm.RrfQuery(rrf=qm.Rrf(k=r.rrf_k)))
         self._remote: QdrantClient | None = None
         self._held: QdrantClient | None = None
         self._path: Path | None = None
@@ -74,6 +76,7 @@ class QdrantStore:
                 url=q.url, api_key=q.api_key, timeout=max(1, math.ceil(q.timeout_s))
             )
         else:
+            local_speedups.install()
             self._path = settings.qdrant_path
             self._path.parent.mkdir(parents=True, exist_ok=True)
             self._lock = FileLock(self._path.with_name(self._path.name + ".lock"),
@@ -155,7 +158,7 @@ class QdrantStore:
                         qm.Prefetch(query=self._sparse_query(text), using=SPARSE, limit=depth,
                                     filter=query_filter),
                     ],
-                    query=qm.FusionQuery(fusion=qm.Fusion.RRF),
+                    query=self._fusion,
                     limit=top_k, with_payload=True, with_vectors=False)
         return [_hit(p) for p in response.points]
 

