@@ -6,9 +6,9 @@ second per query over 13,000 chunks, which makes embedded hybrid search slow
 even though the dense side is numpy. ``install()`` swaps in a drop-in that
 gives the same scores (tested against the original), computed with numpy over
 the stored vectors flattened into three arrays. The flattening is cached per
-vector list and reused while the list holds the same vector objects (checked
-by identity on every call; the cache keeps references, so ids cannot be
-recycled), so an upsert or delete simply rebuilds it.
+list of vector objects and reused while the list holds the same objects
+(checked by identity on every call; the cache keeps references, so ids cannot
+be recycled), so an upsert or delete simply rebuilds it.
 
 A Qdrant server has a real inverted index and never runs this code.
 """
@@ -16,29 +16,31 @@ A Qdrant server has a real inverted index and never runs this code.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 
-#: Flattened vector lists, most recent last. Local mode reopens its client per
-#: operation (new lists each time), so only a few recent entries are worth keeping.
+#: Flattened vector lists, most recent last, matched by the identity of their
+#: elements (local mode slices its list on every search, so the list object
+#: itself is new each time). Local mode also reopens its client per operation,
+#: so only a few recent entries are worth keeping.
 _CACHE_ENTRIES = 4
-_cache: OrderedDict[int, tuple[list[Any], np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = (
-    OrderedDict())
+_cache: list[tuple[list[Any], np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
 _lock = threading.Lock()
 _installed = False
 
 
+def _same(snapshot: list[Any], vectors: list[Any]) -> bool:
+    return (len(snapshot) == len(vectors)
+            and all(a is b for a, b in zip(snapshot, vectors, strict=True)))
+
+
 def _flatten(vectors: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     with _lock:
-        hit = _cache.get(id(vectors))
-        if hit is not None:
-            snapshot, idx, val, starts, lens = hit
-            if len(snapshot) == len(vectors) and all(
-                    a is b for a, b in zip(snapshot, vectors, strict=True)):
-                _cache.move_to_end(id(vectors))
-                return idx, val, starts, lens
+        for i, entry in enumerate(_cache):
+            if _same(entry[0], vectors):
+                _cache.append(_cache.pop(i))
+                return entry[1], entry[2], entry[3], entry[4]
     lens = np.fromiter((len(v.indices) for v in vectors), dtype=np.int64, count=len(vectors))
     starts = np.zeros(len(vectors), dtype=np.int64)
     if len(vectors) > 1:
@@ -47,10 +49,8 @@ def _flatten(vectors: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     idx = np.fromiter((i for v in vectors for i in v.indices), dtype=np.int64, count=total)
     val = np.fromiter((x for v in vectors for x in v.values), dtype=np.float64, count=total)
     with _lock:
-        _cache[id(vectors)] = (list(vectors), idx, val, starts, lens)
-        _cache.move_to_end(id(vectors))
-        while len(_cache) > _CACHE_ENTRIES:
-            _cache.popitem(last=False)
+        _cache.append((list(vectors), idx, val, starts, lens))
+        del _cache[:-_CACHE_ENTRIES]
     return idx, val, starts, lens
 
 

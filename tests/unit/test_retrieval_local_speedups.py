@@ -38,3 +38,17 @@ def test_a_changed_vector_list_is_not_served_from_the_cache():
     vectors.append(_vec(rng, 5))
     np.testing.assert_allclose(fast(q, vectors), original(q, vectors), rtol=1e-5)
     assert len(fast(q, [])) == 0
+
+
+def test_a_sliced_copy_of_the_same_vectors_reuses_the_flattening(monkeypatch):
+    import retrieval.local_speedups as ls
+
+    rng = random.Random(5)
+    vectors = [_vec(rng, 8) for _ in range(40)]
+    q = _vec(rng, 10)
+    builds = []
+    real = ls.np.fromiter
+    monkeypatch.setattr(ls.np, "fromiter", lambda *a, **k: (builds.append(1), real(*a, **k))[1])
+    for _ in range(3):
+        fast(q, vectors[: len(vectors)])  # qdrant-client slices its list on every search
+    assert len(builds) == 3  # lens, indices, values: flattened once
