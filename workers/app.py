@@ -45,6 +45,10 @@ def create_celery(settings: Settings) -> SiroccoCelery:
         # Idempotent tasks, so ack after the work and redeliver if the worker dies.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
+        # A task killed at the hard time limit goes back to the queue instead of
+        # being acked as failed: its documents are retried (each document's
+        # attempts are capped, so one that always times out ends failed).
+        task_acks_on_timeout=False,
         worker_prefetch_multiplier=1,
         # On a lost broker connection unacked messages come back anyway: stop the
         # running copies instead of finishing them twice.

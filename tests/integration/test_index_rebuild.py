@@ -5,10 +5,8 @@ empty, and afterwards the live collection is the rebuilt one."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -18,14 +16,12 @@ from ingest.jobs import add_items, create_job, get_report
 from ingest.rebuild import start_rebuild
 from ingest.service import register_files
 from retrieval.qdrant_store import QdrantStore
-from sirocco.db import Base, make_engine, make_session_factory, session_scope
-from sirocco.settings import Settings
+from sirocco.db import session_scope
 from tests.integration.workerutil import (
-    REDIS_URL,
-    purge_queue,
     redis_or_skip,
     start_worker,
     stop_worker,
+    worker_stack,
 )
 from workers.app import create_celery
 from workers.tasks import enqueue_documents
@@ -47,19 +43,9 @@ def _wait_job(factory, job_id: str, proc, log: Path, timeout: float = 300):
 
 def test_rebuild_swaps_the_alias_while_queries_keep_working(tmp_path: Path):
     redis_or_skip()
-    prefix, alias = f"rebuild-{uuid.uuid4().hex[:8]}", f"it_{uuid.uuid4().hex[:8]}"
-    url = f"sqlite:///{tmp_path / 's.db'}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIROCCO_")}
-    env.update({"SIROCCO_ENV": "test", "SIROCCO_DATA_DIR": str(tmp_path / "var"),
-                "SIROCCO_DATABASE_URL": url, "SIROCCO_REDIS_URL": REDIS_URL,
-                "SIROCCO_QDRANT__PATH": str(tmp_path / "qdrant"),
-                "SIROCCO_QDRANT__COLLECTION": alias})
-    settings = Settings(env="test", data_dir=tmp_path / "var", db={"url": url},
-                        redis={"url": REDIS_URL}, celery={"queue_prefix": prefix},
-                        qdrant={"path": str(tmp_path / "qdrant"), "collection": alias})
-    engine = make_engine(settings)
-    Base.metadata.create_all(engine)
-    factory = make_session_factory(engine)
+    st = worker_stack(tmp_path, f"sqlite:///{tmp_path / 's.db'}", name="rebuild")
+    settings, env, prefix, factory = st.settings, st.env, st.prefix, st.factory
+    alias = settings.qdrant.collection
     folder = tmp_path / "docs"
     folder.mkdir()
     for i in range(N_DOCS):
@@ -118,11 +104,10 @@ def test_rebuild_swaps_the_alias_while_queries_keep_working(tmp_path: Path):
             searcher.join(30)
     finally:
         stop_worker(worker)
-        purge_queue(prefix)
+        st.close()
     assert (report.job.kind, report.job.state, report.job.done) == ("rebuild", "done", N_DOCS)
     after = store.index_status()
     assert (after["live"], after["building"]) == (f"{alias}__2", None)
     assert after["live_points"] > before["live_points"]
     assert not errors, errors[:3]
     assert len(results) > 20 and min(results) == 5, results
-    engine.dispose()

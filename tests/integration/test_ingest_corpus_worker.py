@@ -6,8 +6,6 @@ of every indexed file finds that file again. Skipped when the corpus is absent.
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import pytest
@@ -16,16 +14,15 @@ import ingest.models  # noqa: F401
 from ingest.jobs import add_items, create_job, get_report
 from ingest.service import register_files
 from retrieval.qdrant_store import QdrantStore
-from sirocco.db import Base, make_engine, make_session_factory, session_scope
-from sirocco.settings import Settings
+from sirocco.db import session_scope
 from tests.corpus import DOCS, MANIFEST, expected_failure
 from tests.integration.workerutil import (
-    REDIS_URL,
-    purge_queue,
+    database_url,
     redis_or_skip,
     start_worker,
     stop_worker,
     wait_for,
+    worker_stack,
 )
 from workers.app import create_celery
 from workers.tasks import enqueue_documents
@@ -38,21 +35,8 @@ def test_shared_corpus_through_a_worker(tmp_path: Path, request: pytest.FixtureR
     redis_or_skip()
     from ingest.embedder import create_embedder
 
-    url = (request.getfixturevalue("postgres_schema_url")
-           if os.environ.get("SIROCCO_TEST_DATABASE_URL") else f"sqlite:///{tmp_path / 's.db'}")
-    prefix, collection = f"corpus-{uuid.uuid4().hex[:8]}", f"it_{uuid.uuid4().hex[:8]}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIROCCO_")}
-    env.update({"SIROCCO_ENV": "test", "SIROCCO_DATA_DIR": str(tmp_path / "var"),
-                "SIROCCO_DATABASE_URL": url, "SIROCCO_REDIS_URL": REDIS_URL,
-                "SIROCCO_QDRANT__PATH": str(tmp_path / "qdrant"),
-                "SIROCCO_QDRANT__COLLECTION": collection})
-    settings = Settings(env="test", data_dir=tmp_path / "var", db={"url": url},
-                        redis={"url": REDIS_URL},
-                        qdrant={"path": str(tmp_path / "qdrant"), "collection": collection},
-                        celery={"queue_prefix": prefix})
-    engine = make_engine(settings)
-    Base.metadata.create_all(engine)
-    factory = make_session_factory(engine)
+    st = worker_stack(tmp_path, database_url(tmp_path, request), name="corpus")
+    settings, env, prefix, factory = st.settings, st.env, st.prefix, st.factory
     files = [DOCS / name for name in sorted(MANIFEST) if (DOCS / name).is_file()]
     with session_scope(factory) as s:
         docs = register_files(files, session=s)
@@ -68,7 +52,6 @@ def test_shared_corpus_through_a_worker(tmp_path: Path, request: pytest.FixtureR
         by_id = wait_for(factory, queued, proc, log, timeout=1500)
     finally:
         stop_worker(proc)
-        purge_queue(prefix)
 
     store = QdrantStore(settings)
     embedder = create_embedder(settings)
@@ -98,4 +81,4 @@ def test_shared_corpus_through_a_worker(tmp_path: Path, request: pytest.FixtureR
         j = get_report(session=s, job_id=job_id).job
         assert (j.state, j.done + j.failed, j.total) == ("done", len(queued), len(queued))
     assert not duplicates or all(d not in by_id for d in duplicates)
-    engine.dispose()
+    st.close()

@@ -3,9 +3,7 @@ PostgreSQL schema of SIROCCO_TEST_DATABASE_URL), local Qdrant."""
 
 from __future__ import annotations
 
-import os
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -14,14 +12,13 @@ from ingest.jobs import cancel_job, get_report
 from ingest.models import Document
 from ingest.sources import add_source, get_source, sync_source
 from retrieval.qdrant_store import QdrantStore
-from sirocco.db import Base, make_engine, make_session_factory, session_scope
-from sirocco.settings import Settings
+from sirocco.db import session_scope
 from tests.integration.workerutil import (
-    REDIS_URL,
-    purge_queue,
+    database_url,
     redis_or_skip,
     start_worker,
     stop_worker,
+    worker_stack,
 )
 from workers.app import create_celery
 from workers.tasks import enqueue_documents
@@ -32,22 +29,9 @@ pytestmark = pytest.mark.integration
 @pytest.fixture()
 def stack(tmp_path: Path, request: pytest.FixtureRequest):
     redis_or_skip()
-    url = (request.getfixturevalue("postgres_schema_url")
-           if os.environ.get("SIROCCO_TEST_DATABASE_URL") else f"sqlite:///{tmp_path / 's.db'}")
-    collection, queue = f"it_{uuid.uuid4().hex[:8]}", f"sirocco-sync-{uuid.uuid4().hex[:8]}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIROCCO_")}
-    env.update({"SIROCCO_ENV": "test", "SIROCCO_DATA_DIR": str(tmp_path / "var"),
-                "SIROCCO_DATABASE_URL": url, "SIROCCO_QDRANT__PATH": str(tmp_path / "qdrant"),
-                "SIROCCO_QDRANT__COLLECTION": collection, "SIROCCO_REDIS_URL": REDIS_URL})
-    settings = Settings(env="test", data_dir=tmp_path / "var", db={"url": url},
-                        redis={"url": REDIS_URL},
-                        qdrant={"path": str(tmp_path / "qdrant"), "collection": collection},
-                        celery={"queue_prefix": queue})
-    engine = make_engine(settings)
-    Base.metadata.create_all(engine)
-    yield settings, env, queue, make_session_factory(engine)
-    engine.dispose()
-    purge_queue(queue)
+    st = worker_stack(tmp_path, database_url(tmp_path, request), name="sync")
+    yield st.settings, st.env, st.prefix, st.factory
+    st.close()
 
 
 def _sync(factory, store, settings, queue) -> str:

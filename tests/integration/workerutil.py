@@ -8,13 +8,18 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
 
+import ingest.models  # noqa: F401  (tables on Base)
 from ingest.models import Document
-from sirocco.db import session_scope
+from sirocco.db import Base, make_engine, make_session_factory, session_scope
+from sirocco.settings import Settings
 from tests.support import require_service
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,3 +78,48 @@ def wait_for(factory, ids: list[str], proc, log: Path, timeout: float = 300
             pytest.fail(f"worker did not finish (rc={proc.poll()}): {states}\n"
                         f"{log.read_text()[-4000:]}")
         time.sleep(0.5)
+
+
+@dataclass
+class WorkerStack:
+    """What a worker test shares with its worker process: the same database,
+    Qdrant folder, collection and queues, as ``Settings`` here and as
+    ``SIROCCO_*`` variables there."""
+
+    settings: Settings
+    env: dict[str, str]
+    prefix: str
+    engine: Engine
+    factory: sessionmaker[Session]
+
+    def close(self) -> None:
+        self.engine.dispose()
+        if self.settings.redis.url:
+            purge_queue(self.prefix)
+
+
+def database_url(tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A fresh schema in SIROCCO_TEST_DATABASE_URL (PostgreSQL), else SQLite in tmp_path."""
+    if os.environ.get("SIROCCO_TEST_DATABASE_URL"):
+        return request.getfixturevalue("postgres_schema_url")
+    return f"sqlite:///{tmp_path / 'sirocco.db'}"
+
+
+def worker_stack(tmp_path: Path, url: str, *, name: str, redis: bool = True,
+                 worker_env: dict[str, str] | None = None) -> WorkerStack:
+    """Tables created, a unique queue prefix and collection; ``worker_env`` goes
+    to the worker process only."""
+    prefix, collection = f"{name}-{uuid.uuid4().hex[:8]}", f"it_{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIROCCO_")}
+    env.update({"SIROCCO_ENV": "test", "SIROCCO_DATA_DIR": str(tmp_path / "var"),
+                "SIROCCO_DATABASE_URL": url, "SIROCCO_QDRANT__PATH": str(tmp_path / "qdrant"),
+                "SIROCCO_QDRANT__COLLECTION": collection, **(worker_env or {})})
+    if redis:
+        env["SIROCCO_REDIS_URL"] = REDIS_URL
+    settings = Settings(env="test", data_dir=tmp_path / "var", db={"url": url},
+                        redis={"url": REDIS_URL if redis else None},
+                        qdrant={"path": str(tmp_path / "qdrant"), "collection": collection},
+                        celery={"queue_prefix": prefix})
+    engine = make_engine(settings)
+    Base.metadata.create_all(engine)
+    return WorkerStack(settings, env, prefix, engine, make_session_factory(engine))

@@ -23,6 +23,7 @@ def test_celery_contract(tmp_path: Path):
     assert c.broker_url == f"sqla+sqlite:///{tmp_path.resolve()}/broker.sqlite"
     assert (c.task_serializer, list(c.accept_content)) == ("json", ["json"])
     assert c.task_ignore_result and c.task_acks_late and c.task_reject_on_worker_lost
+    assert c.task_acks_on_timeout is False  # a hard-killed task is redelivered
     assert c.worker_prefetch_multiplier == 1
     assert (c.task_time_limit, c.task_soft_time_limit) == (100, 90)
     assert c.broker_connection_retry_on_startup
