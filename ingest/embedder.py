@@ -25,13 +25,28 @@ class Embedder(Protocol):
 
 
 def create_embedder(settings: Settings) -> Embedder:
-    """Build the embedder chosen by ``settings.embedding.provider``."""
+    """Build the embedder chosen by ``settings.embedding.provider`` and ``.backend``.
+
+    The onnx backends export the model on first use unless ``sirocco models
+    prepare`` did it already; a missing onnxruntime is a ConfigError with a hint.
+    """
     match settings.embedding.provider:
         case "sentence-transformers":
-            from ingest.st_embedder import SentenceTransformerEmbedder
-
-            return SentenceTransformerEmbedder(settings)
+            pass
         case other:
             raise ConfigError(
                 f"unknown embedding provider {other!r}; valid: 'sentence-transformers'"
+            )
+    match settings.embedding.backend:
+        case "torch":
+            from ingest.st_embedder import SentenceTransformerEmbedder
+
+            return SentenceTransformerEmbedder(settings)
+        case "onnx" | "onnx-int8" as backend:
+            from ingest.onnx_embedder import OnnxEmbedder
+
+            return OnnxEmbedder(settings, quantized=backend == "onnx-int8")
+        case other:
+            raise ConfigError(
+                f"unknown embedding backend {other!r}; valid: 'torch', 'onnx', 'onnx-int8'"
             )

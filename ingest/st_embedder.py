@@ -48,6 +48,10 @@ class SentenceTransformerEmbedder:
             raise ConfigError(
                 "sentence-transformers is not installed: `pip install sentence-transformers`"
             ) from None
+        if cfg.threads:
+            import torch
+
+            torch.set_num_threads(cfg.threads)  # process-wide: torch has no per-model pool
         # A local folder plus local_files_only: the hub is never contacted.
         self._model = SentenceTransformer(str(path), device=cfg.device, local_files_only=True)
         self._model.max_seq_length = cfg.max_seq_length

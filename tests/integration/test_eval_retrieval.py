@@ -20,7 +20,7 @@ def test_eval_prints_and_writes_metrics_for_every_mode(tmp_path: Path):
     env.update({"SIROCCO_DATA_DIR": str(tmp_path / "var"), "COLUMNS": "160"})
     out = subprocess.run(
         [sys.executable, "-m", "sirocco", "eval", "retrieval", "--dataset",
-         str(REPO / "tests" / "fixtures" / "beir-mini"), "--out", str(tmp_path / "eval")],
+         str(REPO / "tests" / "data" / "beir-mini"), "--out", str(tmp_path / "eval")],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "5 queries, 10 documents" in out.stdout

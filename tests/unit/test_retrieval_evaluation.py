@@ -11,7 +11,7 @@ from retrieval.evaluation import documents_by_best_chunk, load_beir, score
 from sirocco.errors import InvalidInputError
 from sirocco.types import SearchHit
 
-MINI = Path(__file__).resolve().parents[1] / "fixtures" / "beir-mini"
+MINI = Path(__file__).resolve().parents[1] / "data" / "beir-mini"
 
 
 def test_load_beir_reads_text_only_and_keeps_judged_queries():
