@@ -101,3 +101,10 @@ def test_file_lock_waits_then_times_out_with_a_clear_message(tmp_path):
     with _FileLock(path, timeout_s=5):
         pass
     t.join(5)
+
+
+def test_hybrid_fusion_is_rrf_with_k_60_unless_configured(tmp_path):
+    rrf = QdrantStore(Settings(data_dir=tmp_path))._fusion
+    assert rrf == qm.RrfQuery(rrf=qm.Rrf(k=60))
+    dbsf = QdrantStore(Settings(data_dir=tmp_path, retrieval={"fusion": "dbsf"}))._fusion
+    assert dbsf == qm.FusionQuery(fusion=qm.Fusion.DBSF)
