@@ -55,8 +55,6 @@ class OnnxEmbedder:
         model_dir = embedding_model_dir(settings)
         self._pooling = _pooling_mode(model_dir)
         self._query_prompt, self._document_prompt = _prompts(model_dir)
-        from transformers import AutoTokenizer
-
         model_file = onnx_model_file(settings, quantized=quantized)
 
         options = ort.SessionOptions()
@@ -66,6 +64,8 @@ class OnnxEmbedder:
             str(model_file), options, providers=["CPUExecutionProvider"]
         )
         self._input_names = {i.name for i in self._session.get_inputs()}
+        from transformers import AutoTokenizer
+
         self._tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
         if not getattr(self._tokenizer, "is_fast", False):
             raise ConfigError(f"{model_dir} has no fast tokenizer (tokenizer.json)")

@@ -35,13 +35,10 @@ class SentenceTransformerEmbedder:
     """The ``Embedder`` port on sentence-transformers; vectors are unit length."""
 
     def __init__(self, settings: Settings) -> None:
+        from ingest.tokenizer import embedding_model_dir
+
         cfg = settings.embedding
-        path = Path(cfg.model).expanduser() if cfg.model else bundled_model_path()
-        if not path.is_dir():
-            raise ConfigError(
-                f"embedding model directory {path} does not exist; SIROCCO_EMBEDDING__MODEL "
-                "must be a local sentence-transformers model folder (no hub downloads)"
-            )
+        path = embedding_model_dir(settings)
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError:

@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -121,6 +121,22 @@ def _reason(exc: BaseException) -> str:
     return getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
 
 
+def _retry_or_give_up(task: Task, exc: BaseException, doc_id: str, settings: Settings,
+                      *, give_up: Any, before_retry: Any = None) -> NoReturn:
+    """After a transient error: ``give_up(message)`` and re-raise once the
+    retries are spent, else retry with exponential backoff."""
+    if task.request.retries >= settings.celery.max_retries:
+        give_up(f"gave up after {task.request.retries + 1} attempts: {_reason(exc)}")
+        raise exc
+    if before_retry is not None:
+        before_retry()
+    countdown = _backoff(task)
+    logger.warning("transient failure, retrying",
+                   extra={"doc_id": doc_id, "countdown": countdown, "reason": _reason(exc)})
+    raise task.retry(exc=exc, countdown=countdown,
+                     max_retries=settings.celery.max_retries) from exc
+
+
 def _time_limit_error(settings: Settings) -> str:
     return (f"took longer than {settings.celery.task_soft_time_limit_s}s "
             "(SIROCCO_CELERY__TASK_SOFT_TIME_LIMIT_S)")
@@ -157,16 +173,10 @@ def parse_document_task(self: Task, doc_id: str, job_id: str | None = None) -> i
                         error="the document was deleted before it was ingested")
         return 0
     except TRANSIENT as exc:
-        if self.request.retries >= settings.celery.max_retries:
-            fail(f"gave up after {self.request.retries + 1} attempts: {_reason(exc)}")
-            raise
-        mark_document(doc_id, session_factory=factory, status="queued",
-                      error=f"will retry: {_reason(exc)}")
-        countdown = _backoff(self)
-        logger.warning("transient failure, retrying",
-                       extra={"doc_id": doc_id, "countdown": countdown, "reason": _reason(exc)})
-        raise self.retry(exc=exc, countdown=countdown,
-                         max_retries=settings.celery.max_retries) from exc
+        reason = _reason(exc)
+        _retry_or_give_up(self, exc, doc_id, settings, give_up=fail, before_retry=lambda: (
+            mark_document(doc_id, session_factory=factory, status="queued",
+                          error=f"will retry: {reason}")))
     except SoftTimeLimitExceeded:
         fail(_time_limit_error(settings))
         raise
@@ -196,15 +206,8 @@ def embed_document_task(self: Task, doc_id: str) -> int:
         outcome = embed_staged(doc_id, session_factory=factory, embedder=res.embedder,
                                store=res.store, settings=settings)
     except TRANSIENT as exc:
-        if self.request.retries >= settings.celery.max_retries:
-            fail_documents([doc_id], f"gave up after {self.request.retries + 1} attempts: "
-                           f"{_reason(exc)}", session_factory=factory)
-            raise
-        countdown = _backoff(self)
-        logger.warning("transient failure, retrying",
-                       extra={"doc_id": doc_id, "countdown": countdown, "reason": _reason(exc)})
-        raise self.retry(exc=exc, countdown=countdown,
-                         max_retries=settings.celery.max_retries) from exc
+        _retry_or_give_up(self, exc, doc_id, settings, give_up=lambda message: fail_documents(
+            [doc_id], message, session_factory=factory))
     except SoftTimeLimitExceeded:
         fail_documents([doc_id], _time_limit_error(settings), session_factory=factory)
         raise
