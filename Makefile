@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: install models run test test-unit lint bench bench-ingest clean
+.PHONY: install models run test test-unit lint bench bench-engine bench-ingest clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ lint: install
 
 bench: models
 	$(BIN)/python bench/engine_smoke.py --model mistral --n 8 --max-tokens 128
+
+# Engine vs transformers, /v1/chat/completions vs bare vLLM, prefix caching: ~10 min, quiet machine.
+bench-engine: models
+	$(BIN)/python bench/engine.py
 
 # SciFact (../shared/data) through Sirocco's pipeline vs LangChain's: ~25 min on 2 cores.
 bench-ingest: models

@@ -13,10 +13,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
+from api.auth import get_principal, make_limiter, require_admin
 from api.errors import install_error_handlers
-from api.routes import chat, documents, health, jobs, sources, traces
+from api.metrics import MetricsMiddleware, SiroccoMetrics
+from api.openai import router as openai_routes
+from api.routes import chat, documents, exports, health, jobs, keys, metrics, sources, traces
 from api.services import Services, build_services
 from sirocco import __version__
 from sirocco.settings import Settings, get_settings
@@ -43,8 +46,19 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     # Set now (not in the lifespan) so injected services work without a lifespan run.
     app.state.services = services
     install_error_handlers(app)
-    for module in (health, chat, documents, traces, jobs, sources):
+    app_metrics = SiroccoMetrics()
+    app_metrics.watch_limiter(lambda: getattr(app.state.services, "limiter", None))
+    app.state.metrics = app_metrics
+    app.add_middleware(MetricsMiddleware, metrics=app_metrics)
+    app.state.rate_limiter = make_limiter(settings)
+    # Health and metrics are open; every other route needs an API key, and
+    # management routes an admin key.
+    for module in (health, metrics):
         app.include_router(module.router)
+    for module in (chat, documents, traces, exports, openai_routes):
+        app.include_router(module.router, dependencies=[Depends(get_principal)])
+    for module in (jobs, sources, keys):
+        app.include_router(module.router, dependencies=[Depends(require_admin)])
     return app
 
 

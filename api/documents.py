@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.schemas import AcceptedDocument, DocumentStatus
@@ -32,6 +33,7 @@ from sirocco.errors import (
     ParseError,
     UnavailableError,
 )
+from sirocco.types import EVERYONE
 
 logger = logging.getLogger(__name__)
 
@@ -131,12 +133,33 @@ async def accept_uploads(
     return accepted
 
 
-def document_status(*, session: Session, doc_id: str) -> DocumentStatus:
-    """Where the ingestion of one document stands; ``NotFoundError`` if unknown."""
+def _visible(doc: Document, tenant: str | None, principals: set[str] | None) -> bool:
+    if tenant is not None and doc.tenant != tenant:
+        return False
+    return principals is None or bool(principals & set(doc.acl or [EVERYONE]))
+
+
+def document_status(*, session: Session, doc_id: str, tenant: str | None = None,
+                    principals: set[str] | None = None) -> DocumentStatus:
+    """Where the ingestion of one document stands; ``NotFoundError`` if unknown,
+    or not of ``tenant`` / not visible to ``principals`` (ACL entries) when given."""
     doc = session.get(Document, doc_id)
-    if doc is None:
+    if doc is None or not _visible(doc, tenant, principals):
         raise NotFoundError(f"document {doc_id!r} not found")
     return DocumentStatus.model_validate(doc)
+
+
+def list_documents(*, session: Session, tenant: str, principals: set[str] | None = None,
+                   status: str | None = None, limit: int = 100,
+                   offset: int = 0) -> list[DocumentStatus]:
+    """The tenant's documents, newest first; only those whose ACL names one of
+    ``principals`` when given (None: all of them, for admins)."""
+    query = select(Document).where(Document.tenant == tenant).order_by(
+        Document.created_at.desc(), Document.id)
+    if status is not None:
+        query = query.where(Document.status == status)
+    docs = [d for d in session.scalars(query) if _visible(d, tenant, principals)]
+    return [DocumentStatus.model_validate(d) for d in docs[offset:offset + limit]]
 
 
 def _check_file(src: BinaryIO, name: str, max_file_bytes: int, max_bytes: int) -> None:

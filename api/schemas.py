@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -36,15 +37,50 @@ class ChatFilters(BaseModel):
 
 
 class ChatRequest(BaseModel):
+    """A question for ``POST /api/chat``. With ``conversation_id`` the earlier
+    turns of that conversation (the caller's own) are the history, and the new
+    turn is stored in it; without one a new conversation is started (its id
+    comes back in the ``done`` event / the result)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"question": "Which class do I book for a 4-hour flight?", "stream": False},
+        {"question": "And for contractors?", "conversation_id": "5b1d3c0e-8f2a-4c55-9a77",
+         "top_k": 5, "filters": {"tags": ["policy"]}},
+        {"question": "Find the latest parking rules", "tools": ["search_documents"],
+         "tool_choice": "required", "stream": False}]})
+
     question: str = Field(min_length=1, max_length=8000)
-    conversation_id: str | None = Field(default=None, max_length=64)
+    conversation_id: str | None = Field(default=None, min_length=1, max_length=64,
+                                        pattern=r"^[A-Za-z0-9._:-]+$")
     top_k: int | None = Field(default=None, ge=1, le=MAX_TOP_K)
     #: False: one JSON body (``AnswerResult``) instead of server-sent events.
     stream: bool = True
     filters: ChatFilters | None = None
+    #: The user agrees that this exchange may become training data (None: the
+    #: server's default, ``traces.default_consent``).
+    consent: bool | None = None
+    #: Server tools the model may call (``search_documents``, ``get_document``,
+    #: ``list_sources`` and the configured HTTP tools the caller may use);
+    #: None: ``assistant.default_tools``.
+    tools: list[str] | None = Field(default=None, max_length=16)
+    #: "auto" (default), "required", or a tool name to force on the first turn.
+    tool_choice: str | None = Field(default=None, max_length=64)
 
 
 class AcceptedDocument(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "3f0c2a9e-1b7d-4c1e-9d55-0a1b2c3d4e5f",
+                    "status": "queued",
+                    "title": "travel-policy",
+                    "filename": "travel-policy.pdf",
+                }
+            ]
+        }
+    )
+
     id: str
     status: str
     title: str
@@ -52,13 +88,46 @@ class AcceptedDocument(BaseModel):
 
 
 class UploadAccepted(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "documents": [
+                        {
+                            "id": "3f0c2a9e-1b7d-4c1e-9d55-0a1b2c3d4e5f",
+                            "status": "queued",
+                            "title": "travel-policy",
+                            "filename": "travel-policy.pdf",
+                        }
+                    ],
+                    "job_id": "9a8b7c6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d",
+                }
+            ]
+        }
+    )
+
     documents: list[AcceptedDocument]
     #: The upload's ingestion job (``GET /api/jobs/{id}``); None when nothing was queued.
     job_id: str | None = None
 
 
 class DocumentStatus(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "3f0c2a9e-1b7d-4c1e-9d55-0a1b2c3d4e5f",
+                    "title": "travel-policy",
+                    "status": "done",
+                    "error": None,
+                    "chunk_count": 12,
+                    "created_at": "2026-11-23T09:00:00Z",
+                    "updated_at": "2026-11-23T09:00:41Z",
+                }
+            ]
+        },
+    )
 
     id: str
     title: str
@@ -75,7 +144,21 @@ class DocumentStatus(BaseModel):
 
 
 class JobItemPublic(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "document_id": "3f0c2a9e-1b7d-4c1e-9d55-0a1b2c3d4e5f",
+                    "path": "/srv/handbook/travel.pdf",
+                    "filename": "travel.pdf",
+                    "state": "failed",
+                    "error": "encrypted PDF",
+                    "attempts": 1,
+                }
+            ]
+        },
+    )
 
     document_id: str
     path: str
@@ -88,7 +171,31 @@ class JobItemPublic(BaseModel):
 class JobPublic(BaseModel):
     """A job's state and counts; ``progress`` is the finished share, 0 to 1."""
 
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "9a8b7c6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d",
+                    "tenant": "default",
+                    "kind": "sync",
+                    "source_id": "5d1c0e7a-2b3c-4d5e-8f9a-0b1c2d3e4f5a",
+                    "state": "running",
+                    "total": 40,
+                    "done": 31,
+                    "failed": 1,
+                    "skipped": 6,
+                    "cancelled": 0,
+                    "removed": 0,
+                    "progress": 0.95,
+                    "created_at": "2026-11-23T09:00:00Z",
+                    "started_at": "2026-11-23T09:00:01Z",
+                    "finished_at": None,
+                    "items": [],
+                }
+            ]
+        },
+    )
 
     id: str
     tenant: str
@@ -118,7 +225,8 @@ class SourceCreate(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"path": "/srv/handbook", "name": "handbook", "groups": ["hr"], "tags": ["policy"]}]})
 
-    path: str = Field(min_length=1)
+    # No NUL: the OS refuses such paths (it was a 500 before; found by the fuzz test).
+    path: str = Field(min_length=1, max_length=4096, pattern=r"^[^\x00]+$")
     name: str | None = Field(default=None, max_length=255)
     users: list[str] = _NAMES
     groups: list[str] = _NAMES
@@ -126,7 +234,24 @@ class SourceCreate(BaseModel):
 
 
 class SourcePublic(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "5d1c0e7a-2b3c-4d5e-8f9a-0b1c2d3e4f5a",
+                    "tenant": "default",
+                    "name": "handbook",
+                    "kind": "folder",
+                    "path": "/srv/handbook",
+                    "acl": ["group:hr"],
+                    "tags": ["policy"],
+                    "created_at": "2026-11-23T08:00:00Z",
+                    "documents": 40,
+                }
+            ]
+        },
+    )
 
     id: str
     tenant: str
@@ -137,3 +262,107 @@ class SourcePublic(BaseModel):
     tags: list[str] | None = None
     created_at: datetime
     documents: int = 0
+
+
+class KeyCreate(BaseModel):
+    """A new API key for ``user`` of the admin's tenant; ``groups``, when given,
+    become the user's groups."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"user": "ana", "groups": ["hr", "eng"], "name": "ana's laptop"}]})
+
+    user: str = Field(min_length=1, max_length=255)
+    groups: list[str] | None = Field(default=None, max_length=100)
+    admin: bool = False
+    name: str | None = Field(default=None, max_length=255)
+
+
+class KeyPublic(BaseModel):
+    """An API key as listings show it: its visible ``prefix``, never the key."""
+
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "7e6d5c4b-3a29-4817-a6b5-c4d3e2f1a0b9",
+                    "prefix": "sk-sirocco-ab12",
+                    "tenant": "default",
+                    "user": "ana",
+                    "groups": ["hr", "eng"],
+                    "is_admin": False,
+                    "name": "ana's laptop",
+                    "created_at": "2026-11-23T08:00:00Z",
+                    "revoked_at": None,
+                }
+            ]
+        },
+    )
+
+    id: str
+    prefix: str
+    tenant: str
+    user: str
+    groups: list[str]
+    is_admin: bool
+    name: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class KeyCreated(KeyPublic):
+    """The new key, shown this once (only its hash is stored)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "7e6d5c4b-3a29-4817-a6b5-c4d3e2f1a0b9",
+                    "prefix": "sk-sirocco-ab12",
+                    "tenant": "default",
+                    "user": "ana",
+                    "groups": ["hr", "eng"],
+                    "is_admin": False,
+                    "name": "ana's laptop",
+                    "created_at": "2026-11-23T08:00:00Z",
+                    "revoked_at": None,
+                    "key": "sk-sirocco-ab12...(shown once)",
+                }
+            ]
+        }
+    )
+
+    key: str
+
+
+class ErrorBody(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"message": "document '3f0c' not found", "type": "NotFoundError", "code": "not_found"}]})
+
+    message: str
+    type: str
+    code: str
+
+
+class ErrorEnvelope(BaseModel):
+    """Every error of the native API (``/api/...``): one ``error`` object."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"error": {"message": "missing API key: send 'Authorization: Bearer <key>'",
+                   "type": "AuthenticationError", "code": "invalid_api_key"}}]})
+
+    error: ErrorBody
+
+
+#: The error responses every native route may give, for the OpenAPI schema.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorEnvelope, "description": what} for status, what in (
+        (400, "Invalid input"),
+        (401, "Missing, unknown or revoked API key"),
+        (403, "The key may not do this (admin only)"),
+        (404, "Not found, or not visible to the caller"),
+        (422, "The request body or parameters do not match the schema"),
+        (429, "Rate limit of the key, or the server at capacity (see Retry-After)"),
+        (503, "A backing service is unavailable; try again"),
+    )
+}

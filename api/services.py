@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from sqlalchemy.orm import Session, sessionmaker
 
 from assistant.service import Assistant
+from llm.admission import GenerationLimiter
 from llm.engine import Engine
 from retrieval.store import Store
 from sirocco.settings import Settings
@@ -50,6 +51,8 @@ class Services:
     engine: Engine | None = None
     store: Store | None = None
     embedder: Any | None = None
+    #: Admission of generations (429 past ``settings.llm.max_inflight``).
+    limiter: GenerationLimiter = field(default_factory=lambda: GenerationLimiter(64))
     #: Called in reverse order by ``aclose`` (sync or async callables).
     closers: list[Callable[[], Any]] = field(default_factory=list)
 
@@ -93,11 +96,19 @@ async def build_services(settings: Settings) -> Services:
         engine = create_engine(settings)
         closers.append(engine.close)
 
-        recorder = TraceRecorder(session_factory)
+        recorder = TraceRecorder(
+            session_factory, background=settings.traces.background,
+            spool_dir=settings.data_dir / "traces", user_salt=settings.auth.secret_key,
+            default_consent=settings.traces.default_consent)
+        # Closed before the database: queued trace writes are drained first.
+        closers.append(recorder.close)
         from retrieval.rerank import create_reranker
 
         reranker = await asyncio.to_thread(create_reranker, settings)
-        assistant = Assistant(engine, store, embedder, recorder, settings, reranker=reranker)
+        from api.catalog import source_catalog
+
+        assistant = Assistant(engine, store, embedder, recorder, settings, reranker=reranker,
+                              catalog=source_catalog(session_factory))
 
         # Written by the workers side; imported late so the API starts without it in tests.
         from ingest.service import register_files
@@ -120,6 +131,8 @@ async def build_services(settings: Settings) -> Services:
         engine=engine,
         store=store,
         embedder=embedder,
+        limiter=GenerationLimiter(settings.llm.max_inflight,
+                                  retry_after_s=settings.llm.retry_after_s),
         closers=closers,
     )
 

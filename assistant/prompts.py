@@ -24,6 +24,14 @@ SYSTEM_PROMPT = (
     f'"{NOT_FOUND_ANSWER}" Be concise.'
 )
 
+#: When retrieval found nothing but the model may search with tools.
+TOOLS_SYSTEM_PROMPT = (
+    "You are Sirocco, an assistant that answers questions about the user's documents. "
+    "Use the tools to find sources, answer only from what they return, and cite results by "
+    f'their number n in square brackets, like [1]. If nothing relevant is found, say: '
+    f'"{NOT_FOUND_ANSWER}" Be concise.'
+)
+
 _USER_TEMPLATE = "Sources:\n\n{sources}\n\nQuestion: {question}"
 _TRUNCATED = " [...]"
 
@@ -96,3 +104,40 @@ def _truncate(hit: SearchHit, count_tokens: Callable[[str], int], room: int) -> 
             break
         text = text[: max(0, int(len(text) * room / cost * 0.9))]
     return replace(hit, text=text + _TRUNCATED)
+
+
+def _merged_system(base: str | None, history: Sequence[ChatMessage]) -> ChatMessage | None:
+    parts = [base] if base else []
+    parts += [m.content.strip() for m in history if m.role == "system" and m.content.strip()]
+    return ChatMessage(role="system", content="\n\n".join(parts)) if parts else None
+
+
+def with_conversation(
+    messages: Sequence[ChatMessage],
+    history: Sequence[ChatMessage] = (),
+    tail: Sequence[ChatMessage] = (),
+) -> list[ChatMessage]:
+    """``messages`` (system, then the user turn with sources) placed in a
+    conversation: earlier turns (``history``) before the user turn, and the
+    turns after it (``tail``: the model's tool calls and their results) after.
+    System messages of the history are appended to the system turn, since chat
+    templates expect one system message, first."""
+    system = _merged_system(messages[0].content, history)
+    turns = [m for m in history if m.role != "system"]
+    return [*([system] if system else []), *turns, *messages[1:], *tail]
+
+
+def plain_messages(
+    question: str,
+    history: Sequence[ChatMessage] = (),
+    tail: Sequence[ChatMessage] = (),
+    *,
+    system_prompt: str | None = None,
+) -> list[ChatMessage]:
+    """The conversation without retrieved sources (RAG off, or nothing found
+    while tools are offered): ``system_prompt`` and the history's system
+    messages, the history, the question, then ``tail``."""
+    system = _merged_system(system_prompt, history)
+    turns = [m for m in history if m.role != "system"]
+    return [*([system] if system else []), *turns, ChatMessage(role="user", content=question),
+            *tail]

@@ -9,7 +9,15 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from sirocco.types import ChatMessage, Chunk, EngineEvent, GenerationOptions, SearchHit, Usage
+from sirocco.types import (
+    ChatMessage,
+    Chunk,
+    EngineEvent,
+    GenerationOptions,
+    SearchHit,
+    ToolCall,
+    Usage,
+)
 
 DEFAULT_USAGE = Usage(prompt_tokens=42, completion_tokens=5)
 
@@ -19,7 +27,11 @@ class ScriptedEngine:
 
     ``fail_at=i`` raises ``error`` instead of emitting chunk ``i`` (``len(chunks)``:
     after the last chunk). ``delay`` sleeps before each chunk. Records the
-    messages of every call in ``calls`` and counts closed streams.
+    messages of every call in ``calls`` (tools offered in ``tools``,
+    ``tool_choice`` in ``choices``) and counts closed streams.
+
+    ``steps``: a script per call (the n-th call plays ``steps[n]``, calls past
+    the script play ``chunks``): strings are text, ``ToolCall``s tool calls.
     """
 
     model_name = "scripted-model"
@@ -32,8 +44,12 @@ class ScriptedEngine:
         error: BaseException | None = None,
         usage: Usage | None = DEFAULT_USAGE,
         delay: float = 0.0,
+        steps: Sequence[Sequence[str | ToolCall]] = (),
     ) -> None:
         self.chunks = list(chunks)
+        self.steps = [list(step) for step in steps]
+        self.tools: list[list[dict[str, Any]] | None] = []
+        self.choices: list[Any] = []
         self.fail_at = fail_at
         self.error = error or RuntimeError("engine exploded")
         self.usage = usage
@@ -49,21 +65,32 @@ class ScriptedEngine:
         *,
         options: GenerationOptions,
         tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: Any = None,
         request_id: str | None = None,
     ) -> AsyncIterator[EngineEvent]:
+        step = len(self.calls)
         self.calls.append(list(messages))
         self.options.append(options)
+        self.tools.append(list(tools) if tools is not None else None)
+        self.choices.append(tool_choice)
+        script = self.steps[step] if step < len(self.steps) else self.chunks
+        called = False
         try:
-            for i, text in enumerate(self.chunks):
+            for i, item in enumerate(script):
                 if self.fail_at == i:
                     raise self.error
                 if self.delay:
                     await asyncio.sleep(self.delay)
                 self.emitted += 1
-                yield EngineEvent(kind="text", text=text)
-            if self.fail_at == len(self.chunks):
+                if isinstance(item, ToolCall):
+                    called = True
+                    yield EngineEvent(kind="tool_call", tool_call=item)
+                else:
+                    yield EngineEvent(kind="text", text=item)
+            if self.fail_at == len(script):
                 raise self.error
-            yield EngineEvent(kind="finish", finish_reason="stop", usage=self.usage)
+            yield EngineEvent(kind="finish", finish_reason="tool_calls" if called else "stop",
+                              usage=self.usage)
         finally:
             self.streams_closed += 1
 

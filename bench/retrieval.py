@@ -6,10 +6,10 @@ peer a user would use instead, LangChain's dense-only
 
 Quality: ``retrieval.evaluation`` (ir-measures nDCG@10, Recall@100, MRR@10),
 the same code as ``sirocco eval retrieval``. Latency: every test query once
-per method, query embedding included, p50 and p95, after 20 warm-up queries;
-the collection is held open in this process for both (Qdrant local mode), so
-the comparison is the search work itself. Corpus vectors are cached under
-var/eval between runs (same texts and model).
+per method (interleaved query by query), query embedding included, p50 and
+p95, after 20 warm-up queries; the collection is held open in this process for
+both (Qdrant local mode), so the comparison is the search work itself. Corpus
+vectors are cached under var/eval between runs (same texts and model).
 """
 
 from __future__ import annotations
@@ -27,15 +27,21 @@ sys.path.insert(0, str(REPO))
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
 
 
-def latencies(fn, queries: list[str]) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+def latencies(methods: dict, queries: list[str]) -> dict[str, tuple[float, float]]:  # type: ignore[type-arg]
+    """p50 and p95 ms per method. Interleaved: each query runs every method in
+    turn (the first one rotating), so load from other processes falls on all alike."""
+    names = list(methods)
     for q in queries[:20]:
-        fn(q)
-    ms = []
-    for q in queries:
-        t0 = time.perf_counter()
-        fn(q)
-        ms.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(ms), statistics.quantiles(ms, n=20)[18]
+        for name in names:
+            methods[name](q)
+    ms: dict[str, list[float]] = {name: [] for name in names}
+    for i, q in enumerate(queries):
+        for name in names[i % len(names):] + names[: i % len(names)]:
+            t0 = time.perf_counter()
+            methods[name](q)
+            ms[name].append((time.perf_counter() - t0) * 1000)
+    return {name: (statistics.median(v), statistics.quantiles(v, n=20)[18])
+            for name, v in ms.items()}
 
 
 def main() -> None:
@@ -74,16 +80,15 @@ def main() -> None:
                 embedding=HuggingFaceEmbeddings(model_name=str(embedding_model_dir(settings)),
                                                 encode_kwargs={"normalize_embeddings": True}))
             queries = list(data.queries.values())
-            timings = {
-                "langchain similarity_search (dense)": latencies(
-                    lambda t: lc.similarity_search(t, k=10), queries),
-                "sirocco dense": latencies(lambda t: store.search(
-                    embedder.embed_query(t), top_k=10, mode="dense"), queries),
-                "sirocco sparse (BM25)": latencies(lambda t: store.search(
-                    None, top_k=10, text=t, mode="sparse"), queries),
-                "sirocco hybrid": latencies(lambda t: store.search(
-                    embedder.embed_query(t), top_k=10, text=t, mode="hybrid"), queries),
-            }
+            timings = latencies({
+                "langchain similarity_search (dense)": lambda t: lc.similarity_search(t, k=10),
+                "sirocco dense": lambda t: store.search(
+                    embedder.embed_query(t), top_k=10, mode="dense"),
+                "sirocco sparse (BM25)": lambda t: store.search(
+                    None, top_k=10, text=t, mode="sparse"),
+                "sirocco hybrid": lambda t: store.search(
+                    embedder.embed_query(t), top_k=10, text=t, mode="hybrid"),
+            }, queries)
     print(f"{report.dataset} {report.split}: {report.queries} queries, {report.documents} "
           f"documents, {report.chunks} chunks, embedding backend {backend}")
     print(f"{'mode':10} " + " ".join(f"{m:>8}" for m in MEASURES))

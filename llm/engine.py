@@ -1,7 +1,9 @@
 """The LLM engine port and its factory.
 
 An ``Engine`` turns chat messages into a stream of ``EngineEvent``s: text
-deltas, complete tool calls, and one final ``finish`` event carrying usage.
+deltas, complete tool calls, and one final ``finish`` event carrying usage. Two
+adapters: ``llm.vllm_engine.VLLMEngine`` (in-process ``AsyncLLM``) and
+``llm.remote_engine.RemoteEngine`` (an OpenAI-compatible server by URL + key).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
+from llm.tools import ToolChoice
 from sirocco.errors import ConfigError
 from sirocco.settings import Settings
 from sirocco.types import ChatMessage, EngineEvent, GenerationOptions
@@ -24,9 +27,14 @@ class Engine(Protocol):
         *,
         options: GenerationOptions,
         tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: ToolChoice | None = None,
         request_id: str | None = None,
     ) -> AsyncIterator[EngineEvent]:
-        """Stream the answer. Cancelling the iteration aborts the request in the engine."""
+        """Stream the answer: text deltas, complete tool calls, then one ``finish``
+        (usage; ``finish_reason="tool_calls"`` after calls). ``tool_choice``:
+        "auto" (default), "none", "required" or ``{"type": "function",
+        "function": {"name": ...}}``. Cancelling the iteration aborts the request
+        in the engine."""
         ...
 
     def count_tokens(self, text: str) -> int:
@@ -45,5 +53,9 @@ def create_engine(settings: Settings) -> Engine:
             from llm.vllm_engine import VLLMEngine
 
             return VLLMEngine.start(settings)
+        case "openai":
+            from llm.remote_engine import RemoteEngine
+
+            return RemoteEngine.from_settings(settings)
         case other:
-            raise ConfigError(f"unknown llm provider {other!r}; valid: 'vllm'")
+            raise ConfigError(f"unknown llm provider {other!r}; valid: 'vllm', 'openai'")

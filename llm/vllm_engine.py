@@ -6,6 +6,10 @@ under ``if __name__ == "__main__":`` (pytest and uvicorn are fine, their
 ``__main__`` is guarded). Start-up takes tens of seconds on CPU with
 ``enforce_eager=True``; build one engine per process and share it.
 
+With ``llm.log_stats`` on, vLLM registers its Prometheus metrics in the
+process-wide default registry, replacing those of any engine started before:
+one engine with stats per process (others: ``log_stats=False``).
+
 vllm, torch and transformers are imported lazily, so importing this module is cheap.
 """
 
@@ -20,9 +24,11 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llm.tools import ToolChoice, forced_call_schema, parse_forced_calls
+from llm.vllm_tools import NativeToolParser, held_back, structured_outputs
 from sirocco.errors import ConfigError, EngineError, InvalidInputError
 from sirocco.settings import Settings
-from sirocco.types import ChatMessage, EngineEvent, GenerationOptions, Usage
+from sirocco.types import ChatMessage, EngineEvent, GenerationOptions, ToolCall, Usage
 
 if TYPE_CHECKING:
     from vllm.engine.arg_utils import AsyncEngineArgs
@@ -33,16 +39,8 @@ logger = logging.getLogger(__name__)
 GIB = 1 << 30
 
 
-def engine_args_from_settings(settings: Settings) -> AsyncEngineArgs:
-    """The vLLM ``AsyncEngineArgs`` for ``settings.llm`` (model path resolved)."""
-    try:
-        from vllm.engine.arg_utils import AsyncEngineArgs
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ConfigError(
-            "vLLM is not installed; install the extra: `pip install 'sirocco[cpu]'` "
-            "(or `sirocco[gpu]` on a CUDA machine)"
-        ) from exc
-
+def engine_kwargs_from_settings(settings: Settings) -> dict[str, Any]:
+    """The keyword arguments of vLLM's ``AsyncEngineArgs`` that ``settings.llm`` sets."""
     llm = settings.llm
     model = llm.model or str(_bundled(settings))
     kwargs: dict[str, Any] = {
@@ -57,28 +55,53 @@ def engine_args_from_settings(settings: Settings) -> AsyncEngineArgs:
         "enable_expert_parallel": llm.enable_expert_parallel,
         "max_num_seqs": llm.max_num_seqs,
         "gpu_memory_utilization": llm.gpu_memory_utilization,
+        "kv_cache_dtype": llm.kv_cache_dtype,
+        "tokenizer_mode": llm.tokenizer_mode,
+        # On: vLLM registers its Prometheus metrics (served at /metrics).
+        "disable_log_stats": not llm.log_stats,
+    }
+    if llm.kv_cache_space_gib is not None:
         # An explicit KV cache size. On CPU this engine arg is what the legacy
         # VLLM_CPU_KVCACHE_SPACE env var sets (that variable, if exported, still
         # wins); without it vLLM sizes the cache from gpu_memory_utilization of
         # *total* RAM and refuses to start on a busy machine.
-        "kv_cache_memory_bytes": int(llm.kv_cache_space_gib * GIB),
-        "disable_log_stats": True,
-    }
+        kwargs["kv_cache_memory_bytes"] = int(llm.kv_cache_space_gib * GIB)
     if llm.block_size is not None:
         kwargs["block_size"] = llm.block_size
-    return AsyncEngineArgs(**kwargs)
+    if llm.max_num_batched_tokens is not None:
+        kwargs["max_num_batched_tokens"] = llm.max_num_batched_tokens
+    return kwargs
+
+
+def engine_args_from_settings(settings: Settings) -> AsyncEngineArgs:
+    """The vLLM ``AsyncEngineArgs`` for ``settings.llm``.
+
+    Constructing them resolves the model: with ``HF_HUB_OFFLINE`` vLLM maps a
+    hub id to its cached snapshot and fails when there is none. Use
+    ``engine_kwargs_from_settings`` to inspect a configuration without that.
+    """
+    try:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ConfigError(
+            "vLLM is not installed; install the extra: `pip install 'sirocco[cpu]'` "
+            "(or `sirocco[gpu]` on a CUDA machine)"
+        ) from exc
+    return AsyncEngineArgs(**engine_kwargs_from_settings(settings))
 
 
 class VLLMEngine:
     """``Engine`` backed by an in-process vLLM ``AsyncLLM``."""
 
-    def __init__(self, llm: AsyncLLM, *, model_name: str, start_seconds: float = 0.0) -> None:
+    def __init__(self, llm: AsyncLLM, *, model_name: str, start_seconds: float = 0.0,
+                 tool_parser: str | None = None) -> None:
         self._llm = llm
         self.model_name = model_name
         self.start_seconds = start_seconds
         self._tokenizer = llm.get_tokenizer()
         self._max_model_len = llm.vllm_config.model_config.max_model_len
         self._closed = False
+        self._tool_parser = NativeToolParser(tool_parser, self._tokenizer) if tool_parser else None
 
     @classmethod
     def start(cls, settings: Settings) -> VLLMEngine:
@@ -94,7 +117,12 @@ class VLLMEngine:
             raise EngineError(f"vLLM engine failed to start for {args.model}: {exc}") from exc
         seconds = time.monotonic() - started
         logger.info("vLLM engine ready", extra={"model": args.model, "seconds": round(seconds, 1)})
-        engine = cls(llm, model_name=settings.llm.served_model_name, start_seconds=seconds)
+        try:
+            engine = cls(llm, model_name=settings.llm.served_model_name, start_seconds=seconds,
+                         tool_parser=settings.llm.tool_parser)
+        except BaseException:
+            llm.shutdown()
+            raise
         # Some import during start-up keeps a traceback, hence this frame, alive;
         # holding the AsyncLLM here would defeat close() (see there).
         del llm
@@ -108,7 +136,9 @@ class VLLMEngine:
         tools: Sequence[dict[str, Any]] | None = None,
     ) -> list[int]:
         """Prompt token ids: the model's chat template applied to ``messages``."""
-        kwargs: dict[str, Any] = {"add_generation_prompt": True, "tokenize": False}
+        # Mistral's own tokenizer (tokenizer_mode "mistral") renders to ids directly.
+        native = getattr(self._tokenizer, "IS_MISTRAL_TOKENIZER", False)
+        kwargs: dict[str, Any] = {"add_generation_prompt": True, "tokenize": native}
         if tools:
             kwargs["tools"] = list(tools)
         try:
@@ -128,9 +158,16 @@ class VLLMEngine:
         *,
         options: GenerationOptions,
         tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: ToolChoice | None = None,
         request_id: str | None = None,
     ) -> AsyncIterator[EngineEvent]:
-        """Stream text deltas, then one ``finish`` event with usage.
+        """Stream text deltas, then ``tool_call`` events, then one ``finish`` with usage.
+
+        ``tool_choice`` "required" or a named tool forces a call by structured
+        outputs (the text is the call: no text events); "auto" (default with
+        tools) lets a model with a native parser (``llm.tool_parser``) call
+        tools in its own format; "none" renders the tools but parses nothing.
+        A finish after calls has ``finish_reason="tool_calls"``.
 
         Closing the iterator early (``aclose()``, ``break`` then garbage
         collection, or task cancellation) aborts the request in the engine;
@@ -139,6 +176,9 @@ class VLLMEngine:
         from vllm.sampling_params import RequestOutputKind, SamplingParams
 
         self._check_open()
+        tools = list(tools or [])
+        forced = forced_call_schema(tools, tool_choice)
+        parser = self._tool_parser if tools and forced is None and tool_choice != "none" else None
         request_id = request_id or f"sirocco-{uuid.uuid4().hex}"
         prompt_ids = self.render_prompt(messages, tools)
         if len(prompt_ids) >= self._max_model_len:
@@ -154,6 +194,9 @@ class VLLMEngine:
             stop=list(options.stop) or None,
             seed=options.seed,
             output_kind=RequestOutputKind.DELTA,
+            structured_outputs=structured_outputs(forced) if forced is not None else None,
+            # A native parser needs its call marker ([TOOL_CALLS]) in the text.
+            skip_special_tokens=parser is None,
         )
         try:
             # Render the token prompt the way vLLM 0.32 wants it: passing a raw
@@ -167,14 +210,29 @@ class VLLMEngine:
         completion_tokens = 0
         finish_reason: str | None = None
         finished = False
+        # Text not streamed yet: all of it for a forced call; for a native parser,
+        # everything from its call marker on (and a tail that may start one).
+        text = ""
+        streamed = 0
+        holding = forced is not None
+        marker = parser.start_marker if parser else None
         try:
             async for out in stream:
                 for choice in out.outputs:
                     completion_tokens += len(choice.token_ids)
                     if choice.finish_reason is not None:
                         finish_reason = choice.finish_reason
-                    if choice.text:
-                        yield EngineEvent(kind="text", text=choice.text)
+                    text += choice.text
+                    if parser is not None and not holding and marker and marker in text:
+                        holding = True
+                        end = text.index(marker)
+                    elif holding:
+                        continue
+                    else:
+                        end = len(text) - held_back(text, marker)
+                    if end > streamed:
+                        yield EngineEvent(kind="text", text=text[streamed:end])
+                        streamed = end
                 finished = out.finished
         except (GeneratorExit, asyncio.CancelledError):
             await self._abort(stream, request_id)
@@ -183,9 +241,27 @@ class VLLMEngine:
             raise EngineError(f"generation failed ({request_id}): {exc}") from exc
         if not finished:
             raise EngineError(f"generation ended without a final output ({request_id})")
+        calls: list[ToolCall] = []
+        rest = text[streamed:]
+        if forced is not None:
+            calls = parse_forced_calls(text, tool_choice or "required")
+            if not calls:
+                # Never pass a half-written call on as answer text.
+                if finish_reason == "length":
+                    raise InvalidInputError(
+                        f"the forced tool call did not fit in max_tokens={max_tokens}; "
+                        "raise max_tokens")
+                raise EngineError(f"the forced tool call was not valid JSON ({request_id})")
+            rest = ""
+        elif parser is not None and holding:
+            rest, calls = parser.extract(text[streamed:], tools, tool_choice)
+        if rest:
+            yield EngineEvent(kind="text", text=rest)
+        for call in calls:
+            yield EngineEvent(kind="tool_call", tool_call=call)
         yield EngineEvent(
             kind="finish",
-            finish_reason=finish_reason or "stop",
+            finish_reason="tool_calls" if calls else (finish_reason or "stop"),
             usage=Usage(prompt_tokens=len(prompt_ids), completion_tokens=completion_tokens),
         )
 
@@ -257,6 +333,10 @@ class VLLMEngine:
             "enable_expert_parallel": par.enable_expert_parallel,
             "distributed_executor_backend": str(par.distributed_executor_backend),
             "max_num_seqs": cfg.scheduler_config.max_num_seqs,
+            "max_num_batched_tokens": cfg.scheduler_config.max_num_batched_tokens,
+            "kv_cache_dtype": str(cache.cache_dtype),
+            "gpu_memory_utilization": cache.gpu_memory_utilization,
+            "tool_parser": self._tool_parser.name if self._tool_parser else None,
             "start_seconds": round(self.start_seconds, 1),
         }
 

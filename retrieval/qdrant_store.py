@@ -3,7 +3,8 @@
 Each chunk is one point with two vectors: ``dense`` (the embedding, cosine)
 and ``bm25`` (a sparse BM25 vector, IDF applied by Qdrant: see
 ``retrieval.sparse``). Hybrid search runs both as prefetches of one Query API
-call and fuses them with reciprocal rank fusion. Every filter, the caller's
+call and fuses them (``retrieval.fusion``: distribution-based score fusion by
+default, or reciprocal rank fusion). Every filter, the caller's
 tenant and ACL included, is a Qdrant filter: nothing is filtered afterwards.
 
 Collections live behind an alias (``qdrant.collection``, default
@@ -127,7 +128,8 @@ class QdrantStore:
         filter: SearchFilter | None = None,
     ) -> list[SearchHit]:
         """The ``top_k`` best chunks, best first; nothing before the first upsert.
-        Hybrid scores are RRF scores (rank-based), not cosine similarities."""
+        Hybrid scores are fusion scores (DBSF: a sum of normalised scores; RRF:
+        rank-based), not cosine similarities."""
         mode = resolve_mode(vector, text, mode)
         flt = filter or SearchFilter()
         if tenant is not None or doc_ids is not None:

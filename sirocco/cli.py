@@ -18,8 +18,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from sirocco.cli_engine import engine_app
 from sirocco.cli_eval import eval_app
 from sirocco.cli_index import index_app
+from sirocco.cli_keys import bootstrap_admin_key, keys_app
+from sirocco.cli_traces import traces_app
 from sirocco.settings import Settings, get_settings
 
 app = typer.Typer(
@@ -35,6 +38,9 @@ app.add_typer(sources_app, name="sources")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(eval_app, name="eval")
 app.add_typer(index_app, name="index")
+app.add_typer(keys_app, name="keys")
+app.add_typer(traces_app, name="traces")
+app.add_typer(engine_app, name="engine")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -219,6 +225,9 @@ def ask(
     url: Annotated[
         str | None, typer.Option(help="Server URL (default: the configured one).")
     ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="SIROCCO_API_KEY", help="API key (sirocco keys create).")
+    ] = None,
 ) -> None:
     """Ask the running server; streams the answer, then lists the citations."""
     import httpx
@@ -231,6 +240,7 @@ def ask(
             "POST",
             f"{base}/api/chat",
             json={"question": question},
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
             timeout=httpx.Timeout(600, connect=5),
         ) as resp:
             if resp.status_code != 200:
@@ -271,6 +281,8 @@ def up(
     from sirocco.db import upgrade_database
 
     upgrade_database(settings)
+    # Printed this once: only its hash is stored.
+    admin_key = bootstrap_admin_key(settings) if settings.auth.enabled else None
     prepare_models(settings)
     from ingest.onnx_export import prepare_embedding_model
 
@@ -285,11 +297,22 @@ def up(
                 f"queued {queued} document(s) from {ingest_path}; the worker indexes them"
             )
         base = f"http://{settings.api.host}:{settings.api.port}"
+        key = "$SIROCCO_API_KEY"
+        if admin_key:
+            console.print(f"\nBootstrap admin API key (shown only this once, keep it):\n"
+                          f"  export SIROCCO_API_KEY={admin_key}", markup=False, highlight=False)
+        elif settings.auth.enabled:
+            console.print("\nAn admin key exists already; make more with "
+                          "`.venv/bin/sirocco keys create --user NAME [--admin]`.",
+                          markup=False, highlight=False)
         console.print(
             f"\nSirocco is starting on {base} (the engine takes about a minute).\nAsk with:\n"
             f"  curl -N {base}/api/chat -H 'content-type: application/json' "
+            f"-H 'Authorization: Bearer {key}' "
             '-d \'{"question": "What is the Zephyr project code?"}\'\n'
-            '  .venv/bin/sirocco ask "What is the Zephyr project code?"\n',
+            '  .venv/bin/sirocco ask "What is the Zephyr project code?"\n'
+            f"OpenAI-compatible: base_url={base}/v1, api_key={key}, model="
+            f"{settings.llm.served_model_name}\n",
             markup=False,
             highlight=False,
         )

@@ -30,6 +30,7 @@ from retrieval.store import Store, create_store
 from sirocco.db import make_engine, make_session_factory
 from sirocco.errors import NotFoundError, UnavailableError
 from sirocco.settings import Settings, get_settings
+from workers.export_tasks import register_export_tasks
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -225,6 +226,7 @@ def register_tasks(app: Celery) -> None:
     """Register Sirocco's tasks on ``app`` (called by ``create_celery``)."""
     app.task(name=PARSE_DOCUMENT, bind=True, ignore_result=True)(parse_document_task)
     app.task(name=EMBED_DOCUMENT, bind=True, ignore_result=True)(embed_document_task)
+    register_export_tasks(app)
 
 
 def enqueue_documents(

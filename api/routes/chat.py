@@ -1,42 +1,126 @@
+"""The native chat (``POST /api/chat``) and the caller's conversations."""
+
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request, Response
 
-from api.deps import ServicesDep
-from api.schemas import ChatRequest
+from api.auth import PrincipalDep
+from api.deps import ServicesDep, SettingsDep
+from api.schemas import ERROR_RESPONSES, ChatRequest
 from api.sse import SSEResponse, sse_stream
+from assistant.answers import collect_answer
+from assistant.conversations import (
+    ConversationDetail,
+    Conversations,
+    ConversationSummary,
+    new_conversation_id,
+)
 from assistant.schemas import AnswerEvent, AnswerResult
+from assistant.tools import tool_choice_for
+from llm.admission import hold_while_streaming
+from sirocco.errors import InvalidInputError
 
-router = APIRouter(tags=["chat"])
-
-TENANT = "default"  # until auth decides the tenant per caller
+router = APIRouter(tags=["chat"], responses=ERROR_RESPONSES)
+_SSE_EXAMPLE = (
+    'data: {"type": "delta", "text": "Economy class"}\n\n'
+    'data: {"type": "delta", "text": " for flights under six hours [1]."}\n\n'
+    'data: {"type": "done", "citations": [...], "sources": [...], "trace_id": "0c6f...", '
+    '"conversation_id": "5b1d...", "finish_reason": "stop"}\n\n'
+    "data: [DONE]\n\n")
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such conversation of the caller"}}
 
 
 @router.post(
     "/api/chat",
     response_model=None,
-    responses={200: {"description": "text/event-stream of answer events, or an AnswerResult "
-                                    "when stream is false",
-                     "content": {"text/event-stream": {}}}},
+    responses={200: {"model": AnswerResult,
+                     "description": "text/event-stream of answer events (AnswerEvent: delta, "
+                                    "tool_result, done or error, then [DONE]), or one "
+                                    "AnswerResult when stream is false",
+                     "content": {"text/event-stream": {"example": _SSE_EXAMPLE}}}},
 )
 async def chat(
-    body: ChatRequest, request: Request, services: ServicesDep
+    body: ChatRequest, request: Request, services: ServicesDep, principal: PrincipalDep,
+    settings: SettingsDep,
 ) -> Any:
-    """Answer a question from the indexed documents, streamed as server-sent events."""
-    kwargs: dict[str, Any] = {"tenant": TENANT, "top_k": body.top_k,
-                              "conversation_id": body.conversation_id}
+    """Answer a question from the indexed documents, streamed as server-sent events
+    (or one ``AnswerResult`` with ``stream: false``); the turn is stored in the
+    caller's conversation, whose earlier turns are the history."""
+    limit = settings.api.max_question_chars
+    if len(body.question) > limit:
+        raise InvalidInputError(f"the question has {len(body.question)} characters; the limit "
+                                f"is {limit}", param="question")
+    # The caller's tenant, user and groups: retrieval's ACL filter.
+    kwargs: dict[str, Any] = {"tenant": principal.tenant, "user": principal.user,
+                              "groups": principal.groups, "top_k": body.top_k,
+                              "consent": body.consent, "is_admin": principal.is_admin}
     if body.filters is not None:
         kwargs["filters"] = body.filters.to_search_filter()
-    if not body.stream:
-        result: AnswerResult = await services.assistant.answer(body.question, **kwargs)
-        return result
-    events = services.assistant.stream_answer(body.question, **kwargs)
-    # Wait for the first event before sending headers: failures up to here
-    # (retrieval down, engine refusing the prompt) get a real HTTP status.
-    first = await anext(events, None)
+    tools = body.tools if body.tools is not None else settings.assistant.default_tools
+    kwargs["server_tools"] = tools
+    kwargs["tool_choice"] = tool_choice_for(body.tool_choice, tools)
+    conversations = Conversations(services.session_factory)
+    conversation_id = body.conversation_id or new_conversation_id()
+    owner = {"tenant": principal.tenant, "user": principal.user}
+    kwargs["history"] = await asyncio.to_thread(
+        conversations.history, conversation_id, **owner,
+        max_messages=settings.api.max_history_messages)
+    kwargs["conversation_id"] = conversation_id
+    # At capacity: 429 + Retry-After now, rather than a queue the client times out in.
+    slot = services.limiter.acquire()
+    try:
+        if not body.stream:
+            with slot:
+                result: AnswerResult = await collect_answer(conversations.remember(
+                    services.assistant.stream_answer(body.question, **kwargs),
+                    conversation_id=conversation_id, question=body.question, **owner))
+            return result
+        # The slot is held until the stream closes (done, error or client gone).
+        events = hold_while_streaming(conversations.remember(
+            services.assistant.stream_answer(body.question, **kwargs),
+            conversation_id=conversation_id, question=body.question, **owner), slot)
+        # Wait for the first event before sending headers: failures up to here
+        # (retrieval down, engine refusing the prompt) get a real HTTP status.
+        first = await anext(events, None)
+    except BaseException:
+        slot.release()
+        raise
     return SSEResponse(
         sse_stream(events, first=first, encode=AnswerEvent.to_wire,
                    is_disconnected=request.is_disconnected)
     )
+
+
+@router.get("/api/conversations", response_model=list[ConversationSummary],
+            tags=["conversations"])
+def list_conversations(
+    services: ServicesDep, principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> list[ConversationSummary]:
+    """The caller's conversations, most recently active first."""
+    return Conversations(services.session_factory).list(
+        tenant=principal.tenant, user=principal.user, limit=limit, offset=offset)
+
+
+@router.get("/api/conversations/{conversation_id}", response_model=ConversationDetail,
+            tags=["conversations"], responses=_NOT_FOUND)
+def get_conversation(conversation_id: str, services: ServicesDep,
+                     principal: PrincipalDep) -> ConversationDetail:
+    """One of the caller's conversations with its turns (404 for anyone else's)."""
+    return Conversations(services.session_factory).get(
+        conversation_id, tenant=principal.tenant, user=principal.user)
+
+
+@router.delete("/api/conversations/{conversation_id}", status_code=204,
+               tags=["conversations"], responses=_NOT_FOUND)
+def delete_conversation(conversation_id: str, services: ServicesDep,
+                        principal: PrincipalDep) -> Response:
+    """Delete one of the caller's conversations and its turns."""
+    Conversations(services.session_factory).delete(
+        conversation_id, tenant=principal.tenant, user=principal.user)
+    return Response(status_code=204)

@@ -3,25 +3,25 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
+from api.auth import PrincipalDep, caller_of
 from api.deps import ServicesDep, SettingsDep
-from api.documents import accept_uploads, document_status, too_large
-from api.schemas import DocumentStatus, UploadAccepted
+from api.documents import accept_uploads, document_status, list_documents, too_large
+from api.schemas import ERROR_RESPONSES, DocumentStatus, UploadAccepted
 from api.services import Services
 from ingest.jobs import add_items, create_job, finish_if_complete
 from ingest.models import Document
 from ingest.sources import uploads_source
 from sirocco.db import session_scope
 
-router = APIRouter(tags=["documents"])
+router = APIRouter(tags=["documents"], responses=ERROR_RESPONSES)
 logger = logging.getLogger(__name__)
 
-TENANT = "default"  # until auth decides the tenant per caller
 MAX_FILES = 100
 #: Multipart framing around the files; a body bigger than limit + this is refused unread.
 MULTIPART_SLACK = 64 * 1024
@@ -45,8 +45,10 @@ async def upload_documents(
     request: Request,
     services: ServicesDep,
     settings: SettingsDep,
+    principal: PrincipalDep,
 ) -> UploadAccepted:
-    """Store one or more files and queue them for ingestion (202: not searchable yet)."""
+    """Store one or more files in the caller's tenant and queue them for
+    ingestion (202: not searchable yet)."""
     limit = settings.api.max_upload_mb * 1024 * 1024
     # Checked before parsing, so an oversize body is not spooled to disk first.
     length = request.headers.get("content-length")
@@ -55,20 +57,43 @@ async def upload_documents(
     async with request.form(max_files=MAX_FILES, max_fields=MAX_FILES) as form:
         files = [f for key in ("files", "file") for f in form.getlist(key)
                  if isinstance(f, UploadFile)]
-        job = UploadJob(services, TENANT, settings.uploads_path)
+        job = UploadJob(services, principal.tenant, settings.uploads_path)
         accepted = await accept_uploads(
             files, services=job.services(), uploads_root=settings.uploads_path,
-            max_bytes=limit, tenant=TENANT,
+            max_bytes=limit, tenant=principal.tenant,
             max_file_bytes=int(settings.ingest.max_file_mb * 1024 * 1024),
         )
     return UploadAccepted(documents=accepted, job_id=job.job_id)
 
 
-@router.get("/api/documents/{doc_id}", response_model=DocumentStatus)
-def get_document(doc_id: str, services: ServicesDep) -> DocumentStatus:
-    """Ingestion status of one document: status, error, chunk_count."""
+def _principals(principal: PrincipalDep) -> set[str] | None:
+    """ACL entries limiting what the caller sees; None for admins (whole tenant)."""
+    return None if principal.is_admin else set(caller_of(principal).principals())
+
+
+@router.get("/api/documents", response_model=list[DocumentStatus])
+def get_documents(
+    services: ServicesDep,
+    principal: PrincipalDep,
+    status: Annotated[str | None, Query(description="Only documents in this state.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[DocumentStatus]:
+    """The caller's tenant's documents, newest first: all of them for an admin
+    key, otherwise those the caller may see (document ACL)."""
     with session_scope(services.session_factory) as session:
-        return document_status(session=session, doc_id=doc_id)
+        return list_documents(session=session, tenant=principal.tenant,
+                              principals=_principals(principal), status=status, limit=limit,
+                              offset=offset)
+
+
+@router.get("/api/documents/{doc_id}", response_model=DocumentStatus)
+def get_document(doc_id: str, services: ServicesDep, principal: PrincipalDep) -> DocumentStatus:
+    """Ingestion status of one document: status, error, chunk_count (404 for
+    documents of other tenants or that the caller may not see)."""
+    with session_scope(services.session_factory) as session:
+        return document_status(session=session, doc_id=doc_id, tenant=principal.tenant,
+                               principals=_principals(principal))
 
 
 class UploadJob:

@@ -8,14 +8,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from api.auth import AdminDep
 from api.deps import ServicesDep
-from api.routes.documents import TENANT
-from api.schemas import JobItemPublic, JobPublic
+from api.schemas import ERROR_RESPONSES, JobItemPublic, JobPublic
 from api.services import Services
 from ingest.jobs import JobReport, cancel_job, get_report, list_jobs, retry_failed
 from sirocco.db import session_scope
+from sirocco.errors import NotFoundError
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(tags=["jobs"], responses=ERROR_RESPONSES)
 
 
 def job_public(report: JobReport) -> JobPublic:
@@ -31,45 +32,51 @@ def job_public(report: JobReport) -> JobPublic:
     )
 
 
-def load_job(services: Services, job_id: str) -> JobPublic:
-    """The job as it stands now; ``NotFoundError`` if unknown."""
+def load_job(services: Services, job_id: str, *, tenant: str) -> JobPublic:
+    """The job as it stands now; ``NotFoundError`` if unknown or of another tenant."""
     with session_scope(services.session_factory) as session:
-        return job_public(get_report(session=session, job_id=job_id))
+        job = job_public(get_report(session=session, job_id=job_id))
+    if job.tenant != tenant:
+        raise NotFoundError(f"job {job_id!r} not found")
+    return job
 
 
 @router.get("/api/jobs", response_model=list[JobPublic])
 def get_jobs(
     services: ServicesDep,
+    admin: AdminDep,
     state: Annotated[str | None, Query(description="Only jobs in this state.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[JobPublic]:
     """The tenant's jobs, newest first, with counts and progress (no items:
     ``GET /api/jobs/{id}`` has them)."""
     with session_scope(services.session_factory) as session:
-        return [job_public(r) for r in list_jobs(session=session, tenant=TENANT, state=state,
+        return [job_public(r) for r in list_jobs(session=session, tenant=admin.tenant, state=state,
                                                    limit=limit)]
 
 
 @router.get("/api/jobs/{job_id}", response_model=JobPublic)
-def get_job(job_id: str, services: ServicesDep) -> JobPublic:
+def get_job(job_id: str, services: ServicesDep, admin: AdminDep) -> JobPublic:
     """State, counts, progress and items (file, state, error) of one job."""
-    return load_job(services, job_id)
+    return load_job(services, job_id, tenant=admin.tenant)
 
 
 @router.post("/api/jobs/{job_id}/cancel", response_model=JobPublic)
-def cancel(job_id: str, services: ServicesDep) -> JobPublic:
+def cancel(job_id: str, services: ServicesDep, admin: AdminDep) -> JobPublic:
     """Cancel the queued items; running ones finish. A finished job is unchanged."""
+    load_job(services, job_id, tenant=admin.tenant)
     with session_scope(services.session_factory) as session:
         cancel_job(session=session, job_id=job_id)
-    return load_job(services, job_id)
+    return load_job(services, job_id, tenant=admin.tenant)
 
 
 @router.post("/api/jobs/{job_id}/retry", status_code=202, response_model=JobPublic)
-async def retry(job_id: str, services: ServicesDep) -> JobPublic:
+async def retry(job_id: str, services: ServicesDep, admin: AdminDep) -> JobPublic:
     """Queue the failed items again (enqueued after the commit)."""
+    load_job(services, job_id, tenant=admin.tenant)
     with session_scope(services.session_factory) as session:
         doc_ids = retry_failed(session=session, job_id=job_id)
     if doc_ids:
         await asyncio.to_thread(services.enqueue_documents, services.celery_app, doc_ids,
                                 job_id=job_id)  # type: ignore[call-arg]
-    return load_job(services, job_id)
+    return load_job(services, job_id, tenant=admin.tenant)

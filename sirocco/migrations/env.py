@@ -14,7 +14,9 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import Connection, create_engine, pool
 
+import assistant.conversations  # noqa: F401  (registers the conversation tables)
 import ingest.models  # noqa: F401  (registers the documents table)
+import sirocco.auth.models  # noqa: F401  (registers the identity tables)
 import traces.models  # noqa: F401  (registers the traces table)
 from sirocco.db import Base
 from sirocco.settings import get_settings, normalize_database_url

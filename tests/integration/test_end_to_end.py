@@ -128,6 +128,14 @@ async def test_chat_answer_cites_the_ingested_document(
     )
     assert cli.returncode == 0, f"{cli.stdout}\n{cli.stderr}\n{log.read_text()[-3000:]}"
     assert "queued 2 document(s)" in cli.stdout
+    # The user's API key, made by the admin through the CLI (printed once, on stdout).
+    made = subprocess.run(
+        [sys.executable, "-m", "sirocco", "keys", "create", "--user", "ana"],
+        cwd=REPO, env=stack_env, capture_output=True, text=True, timeout=120,
+    )
+    assert made.returncode == 0, made.stderr
+    api_key = made.stdout.strip()
+    assert api_key.startswith("sk-sirocco-")
 
     db = make_engine(settings)
     factory = make_session_factory(db)
@@ -146,7 +154,8 @@ async def test_chat_answer_cites_the_ingested_document(
     app = create_app(settings, services=services)
     transport = httpx.ASGITransport(app=app)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://sirocco") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://sirocco",
+                                     headers={"Authorization": f"Bearer {api_key}"}) as client:
             # User path: upload through the API, the worker indexes it.
             resp = await client.post(
                 "/api/documents", files={"files": ("zephyr.md", ZEPHYR, "text/markdown")}

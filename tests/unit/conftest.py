@@ -9,6 +9,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
+import assistant.conversations  # noqa: F401  (tables on Base.metadata)
 import ingest.models  # noqa: F401  (tables on Base.metadata)
 import traces.models  # noqa: F401
 from sirocco.db import Base, make_session_factory

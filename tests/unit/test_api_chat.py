@@ -27,7 +27,8 @@ from traces.recorder import TraceRecorder
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(env="test", data_dir=tmp_path)
+    # API keys are tested in test_api_auth.py; these routes run as the anonymous admin.
+    return Settings(env="test", data_dir=tmp_path, auth={"enabled": False})
 
 
 @pytest.fixture

@@ -27,7 +27,9 @@ MB = 1024 * 1024
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(env="test", data_dir=tmp_path / "var", api={"max_upload_mb": 1})
+    # API keys are tested in test_api_auth.py; these routes run as the anonymous admin.
+    return Settings(env="test", data_dir=tmp_path / "var", api={"max_upload_mb": 1},
+                    auth={"enabled": False})
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ from sirocco.settings import Settings
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(env="test", data_dir=tmp_path)
+    # API keys are tested in test_api_auth.py; these routes run as the anonymous admin.
+    return Settings(env="test", data_dir=tmp_path, auth={"enabled": False})
 
 
 class RaisingAssistant:
@@ -27,6 +28,10 @@ class RaisingAssistant:
 
     async def answer(self, question: str, **_: Any) -> Any:
         raise self.exc
+
+    async def stream_answer(self, question: str, **_: Any) -> Any:
+        raise self.exc
+        yield  # an async generator, like Assistant.stream_answer
 
 
 def make_app(settings: Settings, assistant: Any = None) -> Any:

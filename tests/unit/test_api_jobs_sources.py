@@ -48,7 +48,8 @@ def folder(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def api(tmp_path: Path, factory):
-    settings = Settings(env="test", data_dir=tmp_path / "var")
+    # API keys are tested in test_api_auth.py; these routes run as the anonymous admin.
+    settings = Settings(env="test", data_dir=tmp_path / "var", auth={"enabled": False})
     store, enqueued = Store(), Enqueued()
     assistant = Assistant(ScriptedEngine(), store, ConstantEmbedder(), TraceRecorder(factory),
                           settings)

@@ -23,14 +23,16 @@ def test_cited_numbers_in_order_without_repeats() -> None:
 
 
 def test_resolve_drops_out_of_range_and_keeps_order() -> None:
-    got = resolve_citations("x [3] y [0] z [1] w [9]", _sources(3))
+    got, dropped = resolve_citations("x [3] y [0] z [1] w [9]", _sources(3))
     assert [(c.n, c.chunk_id, c.inferred) for c in got] == [(3, "c3", False), (1, "c1", False)]
+    assert dropped == [0, 9]
 
 
 def test_resolve_infers_the_top_source_only_for_a_real_answer() -> None:
-    assert [(c.n, c.inferred) for c in resolve_citations("plain", _sources(2))] == [(1, True)]
-    assert resolve_citations("   ", _sources(2)) == []
-    assert resolve_citations("plain [1]", []) == []
+    got, _ = resolve_citations("plain", _sources(2))
+    assert [(c.n, c.inferred) for c in got] == [(1, True)]
+    assert resolve_citations("   ", _sources(2)) == ([], [])
+    assert resolve_citations("plain [1]", []) == ([], [1])
 
 
 def test_build_prompt_keeps_what_fits_the_budget() -> None:

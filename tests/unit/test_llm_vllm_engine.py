@@ -39,6 +39,7 @@ class FakeTokenizer:
 class FakeLLM:
     deltas: list[str]
     fail_after: int | None = None
+    last_finish: str = "stop"
     max_model_len: int = 64
     aborted: list[str] = field(default_factory=list)
     seen_params: list[Any] = field(default_factory=list)
@@ -67,7 +68,7 @@ class FakeLLM:
                 finished=last,
                 outputs=[
                     SimpleNamespace(
-                        text=text, token_ids=[1], finish_reason="stop" if last else None
+                        text=text, token_ids=[1], finish_reason=self.last_finish if last else None
                     )
                 ],
             )
@@ -151,3 +152,81 @@ async def test_max_tokens_is_capped_by_remaining_context():
     engine = _engine(fake)
     [ev async for ev in engine.generate(MSGS, options=GenerationOptions(max_tokens=500))]
     assert fake.seen_params[0].max_tokens == 30 - len("<user>hi<assistant>")
+
+
+# ------------------------------------------------------------------ tool calls
+
+SEARCH = {"type": "function", "function": {"name": "search", "parameters": {
+    "type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}}}
+
+
+async def test_required_tool_choice_constrains_decoding_and_yields_a_call():
+    from llm.tools import TOOL_CALL_ID
+
+    fake = FakeLLM(deltas=['[{"name": "sea', 'rch", "parameters": {"query": "q"}}]'])
+    engine = _engine(fake)
+    events = [ev async for ev in engine.generate(
+        MSGS, options=GenerationOptions(), tools=[SEARCH], tool_choice="required")]
+    assert [e.kind for e in events] == ["tool_call", "finish"]
+    call = events[0].tool_call
+    assert (call.name, call.arguments) == ("search", '{"query": "q"}')
+    assert TOOL_CALL_ID.match(call.id)
+    assert events[-1].finish_reason == "tool_calls"
+    so = fake.seen_params[0].structured_outputs
+    assert so.json["type"] == "array"
+    assert so.json["items"]["anyOf"][0]["properties"]["name"]["enum"] == ["search"]
+
+
+async def test_a_forced_call_cut_off_by_max_tokens_is_an_error_not_answer_text():
+    fake = FakeLLM(deltas=['[{"name": "search", "param'], last_finish="length")
+    events = []
+    with pytest.raises(InvalidInputError, match=r"did not fit in max_tokens=\d+; raise max_tokens"):
+        async for ev in _engine(fake).generate(
+                MSGS, options=GenerationOptions(), tools=[SEARCH], tool_choice="required"):
+            events.append(ev)
+    assert not [e for e in events if e.kind == "text"]
+
+
+async def test_named_tool_choice_uses_the_tool_parameters_schema():
+    fake = FakeLLM(deltas=['{"query": ', '"whales"}'])
+    engine = _engine(fake)
+    choice = {"type": "function", "function": {"name": "search"}}
+    events = [ev async for ev in engine.generate(
+        MSGS, options=GenerationOptions(), tools=[SEARCH], tool_choice=choice)]
+    assert events[0].tool_call.arguments == '{"query": "whales"}'
+    assert fake.seen_params[0].structured_outputs.json == SEARCH["function"]["parameters"]
+
+
+async def test_no_tools_means_no_structured_outputs():
+    fake = FakeLLM(deltas=["hi"])
+    [ev async for ev in _engine(fake).generate(MSGS, options=GenerationOptions())]
+    assert fake.seen_params[0].structured_outputs is None
+    assert fake.seen_params[0].skip_special_tokens is True
+
+
+async def test_native_parser_streams_text_then_the_call(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    import mistral_common
+    from vllm.tokenizers.mistral import MistralTokenizer
+
+    from llm.vllm_tools import NativeToolParser
+
+    src = Path(mistral_common.__file__).parent / "data" / \
+        "mistral_instruct_tokenizer_240323.model.v3"
+    shutil.copy(src, tmp_path / "tokenizer.model.v3")
+    tokenizer = MistralTokenizer.from_pretrained(str(tmp_path))
+    fake = FakeLLM(deltas=["Let me ", "look. [TO", 'OL_CALLS][{"name": "search", ',
+                           '"arguments": {"query": "whales"}}]'])
+    engine = _engine(fake)
+    engine._tool_parser = NativeToolParser("mistral", tokenizer)
+    events = [ev async for ev in engine.generate(MSGS, options=GenerationOptions(),
+                                                 tools=[SEARCH])]
+    assert [(e.kind, e.text) for e in events if e.kind == "text"] == [
+        ("text", "Let me "), ("text", "look. ")]
+    calls = [e.tool_call for e in events if e.kind == "tool_call"]
+    assert [(c.name, c.arguments) for c in calls] == [("search", '{"query": "whales"}')]
+    assert events[-1].finish_reason == "tool_calls"
+    assert fake.seen_params[0].skip_special_tokens is False
+    assert fake.seen_params[0].structured_outputs is None

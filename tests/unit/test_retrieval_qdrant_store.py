@@ -103,8 +103,8 @@ def test_file_lock_waits_then_times_out_with_a_clear_message(tmp_path):
     t.join(5)
 
 
-def test_hybrid_fusion_is_rrf_with_k_60_unless_configured(tmp_path):
-    rrf = QdrantStore(Settings(data_dir=tmp_path))._fusion
-    assert rrf == qm.RrfQuery(rrf=qm.Rrf(k=60))
-    dbsf = QdrantStore(Settings(data_dir=tmp_path, retrieval={"fusion": "dbsf"}))._fusion
+def test_hybrid_fusion_is_dbsf_unless_rrf_is_configured(tmp_path):
+    dbsf = QdrantStore(Settings(data_dir=tmp_path))._fusion
     assert dbsf == qm.FusionQuery(fusion=qm.Fusion.DBSF)
+    rrf = QdrantStore(Settings(data_dir=tmp_path, retrieval={"fusion": "rrf"}))._fusion
+    assert rrf == qm.RrfQuery(rrf=qm.Rrf(k=60))

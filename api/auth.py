@@ -1,0 +1,83 @@
+"""Authentication and authorization of API requests.
+
+Every router but health is mounted with ``Depends(get_principal)``: a request
+must carry an API key (``Authorization: Bearer <key>`` or ``X-API-Key: <key>``),
+which resolves to a ``Principal`` (tenant, user, groups, admin flag) and takes
+one token of the key's rate-limit bucket. Admin-only routers use
+``Depends(require_admin)``. Routes read the caller through ``PrincipalDep``
+(FastAPI caches the dependency: one lookup per request).
+
+With ``auth.enabled`` off (dev and tests only; refused in prod) every request
+is ``ANONYMOUS``: an admin of the "default" tenant.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from api.deps import ServicesDep, SettingsDep
+from api.ratelimit import TokenBucketLimiter
+from retrieval.store import Caller
+from sirocco.auth.keys import DEFAULT_TENANT, Principal, authenticate
+from sirocco.db import session_scope
+from sirocco.errors import AuthenticationError, PermissionDeniedError
+from sirocco.settings import Settings
+
+ANONYMOUS = Principal(tenant=DEFAULT_TENANT, user=None, groups=(), is_admin=True)
+MISSING_KEY = ("missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>' "
+               "(create one with `sirocco keys create`)")
+
+
+def make_limiter(settings: Settings) -> TokenBucketLimiter:
+    """The per-key limiter ``settings.auth`` describes."""
+    return TokenBucketLimiter(per_minute=settings.auth.rate_limit_per_minute,
+                              burst=settings.auth.rate_limit_burst)
+
+
+# Declared as security schemes, so the OpenAPI schema documents both ways;
+# auto_error=False: a missing key is our AuthenticationError, in our envelope.
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Bearer sk-sirocco-...`")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key")
+
+
+def get_principal(
+    request: Request,
+    services: ServicesDep,
+    settings: SettingsDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    header: Annotated[str | None, Depends(_header)],
+) -> Principal:
+    """The caller of this request; ``AuthenticationError`` (401) without a valid
+    key, ``RateLimitedError`` (429) when the key's bucket is empty."""
+    if not settings.auth.enabled:
+        return ANONYMOUS
+    raw = (bearer.credentials.strip() if bearer else "") or (header or "").strip() or None
+    if raw is None:
+        raise AuthenticationError(MISSING_KEY)
+    with session_scope(services.session_factory) as session:
+        principal = authenticate(raw, session=session)
+    limiter: TokenBucketLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None and principal.key_id is not None:
+        limiter.acquire(principal.key_id)
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require_admin(principal: PrincipalDep) -> Principal:
+    """The caller, if it holds an admin key; ``PermissionDeniedError`` (403) otherwise."""
+    if not principal.is_admin:
+        raise PermissionDeniedError("this needs an admin API key")
+    return principal
+
+
+AdminDep = Annotated[Principal, Depends(require_admin)]
+
+
+def caller_of(principal: Principal) -> Caller:
+    """The retrieval caller: what this principal may see."""
+    return Caller(tenant=principal.tenant, user=principal.user, groups=principal.groups)

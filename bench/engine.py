@@ -1,0 +1,491 @@
+"""Engine benchmark: throughput vs transformers, serving overhead vs bare vLLM, prefix caching.
+
+Three parts, one run, the bundled Mistral-architecture model, CPU:
+
+1. **Throughput.** Sirocco's engine (``llm.engine.create_engine`` ->
+   ``VLLMEngine``, in-process ``AsyncLLM``) vs Hugging Face transformers
+   ``generate`` (one left-padded batch of all chats, same checkpoint and
+   dtype): N concurrent chats, greedy, at most ``--max-tokens`` new tokens.
+   ``GenerationOptions`` has no ``ignore_eos``, so both sides stop at the
+   end-of-turn token and tokens/s counts the tokens each produced. TTFT for
+   the engine: first text event of each chat, from the common start; for the
+   batch: the first decoding step (the same for every row).
+2. **Serving overhead.** Sirocco's ``/v1/chat/completions`` (``uvicorn
+   --factory api.app:app_from_env``, RAG off per request, auth off in dev) vs
+   the bare vLLM OpenAI server (``python -m vllm.entrypoints.openai.api_server``),
+   same model and engine args, started one after the other, each driven by
+   C concurrent streaming clients. Method of ``vllm bench serve``: TTFT = first
+   content chunk, TPOT = (latency - TTFT) / (completion_tokens - 1) with the
+   token count from ``stream_options.include_usage``.
+3. **Prefix caching.** TTFT of a second question that shares a long system
+   prompt + retrieved context (~1,000 tokens) with a first one, on the
+   in-process engine with ``llm.enable_prefix_caching`` on and off.
+
+    .venv/bin/python bench/engine.py            # full: 32 chats, 16 clients
+    .venv/bin/python bench/engine.py --quick    # smoke check, tiny sizes
+
+Run it on a quiet machine: the engine keeps one of the two cores for its front end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = REPO / "var" / "models"
+MODEL_DIR = MODELS / "smollm2-mistral"
+MAX_MODEL_LEN = 2048
+MAX_NUM_SEQS = 32
+SERVED = "sirocco"
+START_TIMEOUT_S = 600
+ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "TOKENIZERS_PARALLELISM": "false",
+       "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+TASKS = ["Write a long story about", "Explain in detail", "Write an essay about",
+         "Describe step by step"]
+SUBJECTS = ["a lighthouse keeper", "how a bicycle works", "the water cycle", "baking bread",
+            "the history of Rome", "how computers store numbers", "a forest in autumn",
+            "a holiday by the sea"]
+
+
+def prompt(i: int) -> str:
+    """The i-th chat question (32 distinct ones, then repeats)."""
+    return f"{TASKS[(i // len(SUBJECTS)) % len(TASKS)]} {SUBJECTS[i % len(SUBJECTS)]}."
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (linear interpolation), 0 for no values."""
+    if not values:
+        return 0.0
+    xs = sorted(values)
+    k = (len(xs) - 1) * q / 100
+    lo = int(k)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+@dataclass
+class Result:
+    """One side of a comparison."""
+
+    name: str
+    seconds: float
+    tokens: int
+    ttft: list[float]
+    tpot: list[float] = field(default_factory=list)
+    requests: int = 0
+
+    @property
+    def tok_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+    def row(self) -> str:
+        tpot = f"{1000 * pct(self.tpot, 50):8.1f}" if self.tpot else "       -"
+        return (f"| {self.name:<34} | {self.requests:4d} | {self.tokens:6d} | {self.seconds:7.2f} "
+                f"| {self.tok_s:7.1f} | {1000 * pct(self.ttft, 50):8.0f} "
+                f"| {1000 * pct(self.ttft, 95):8.0f} | {tpot} |")
+
+
+HEADER = ("| side                               | reqs | tokens |  wall s |   tok/s "
+          "| TTFT p50 | TTFT p95 | TPOT p50 |\n|---|---|---|---|---|---|---|---|")
+
+
+def settings_for(*, prefix_caching: bool = True) -> Any:
+    """Sirocco settings for the in-process engine (the bundled Mistral-arch model)."""
+    from sirocco.settings import LLMSettings, Settings
+
+    return Settings(data_dir=REPO / "var", models_dir=MODELS, llm=LLMSettings(
+        bundled="mistral", max_model_len=MAX_MODEL_LEN, kv_cache_space_gib=1.0,
+        max_num_seqs=MAX_NUM_SEQS, enable_prefix_caching=prefix_caching))
+
+
+# ----------------------------------------------------------------------------- part 1
+
+
+async def engine_chats(engine: Any, n: int, max_tokens: int) -> Result:
+    """N concurrent chats through the ``Engine`` port; TTFT = first text event."""
+    from sirocco.types import ChatMessage, GenerationOptions
+
+    options = GenerationOptions(max_tokens=max_tokens, temperature=0.0)
+
+    async def one(i: int, t0: float) -> tuple[float, int]:
+        first = None
+        tokens = 0
+        async for ev in engine.generate([ChatMessage(role="user", content=prompt(i))],
+                                        options=options):
+            if ev.kind == "text" and first is None:
+                first = time.perf_counter() - t0
+            elif ev.kind == "finish" and ev.usage is not None:
+                tokens = ev.usage.completion_tokens
+        return (first if first is not None else time.perf_counter() - t0), tokens
+
+    await one(0, time.perf_counter())  # warm-up: the first request pays one-off costs
+    t0 = time.perf_counter()
+    done = await asyncio.gather(*(one(i, t0) for i in range(n)))
+    seconds = time.perf_counter() - t0
+    return Result("Sirocco engine (vLLM AsyncLLM)", seconds, sum(t for _, t in done),
+                  [f for f, _ in done], requests=n)
+
+
+def hf_batch(n: int, max_tokens: int) -> Result:
+    """transformers ``generate``: one left-padded batch of the N chats, greedy."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria
+
+    class FirstStep(StoppingCriteria):
+        """Records when the first new token exists; never stops anything."""
+
+        def __init__(self) -> None:
+            self.first: float | None = None
+
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            if self.first is None:
+                self.first = time.perf_counter()
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    tok = AutoTokenizer.from_pretrained(MODEL_DIR)
+    tok.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(MODEL_DIR, dtype=torch.bfloat16).eval()
+    texts = [tok.apply_chat_template([{"role": "user", "content": prompt(i)}],
+                                     add_generation_prompt=True, tokenize=False)
+             for i in range(n)]
+    batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    eos = tok.eos_token_id
+    with torch.no_grad():  # warm-up
+        model.generate(**batch, max_new_tokens=2, do_sample=False, pad_token_id=eos)
+    step = FirstStep()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        out = model.generate(**batch, max_new_tokens=max_tokens, do_sample=False,
+                             pad_token_id=eos, stopping_criteria=[step])
+    seconds = time.perf_counter() - t0
+    tokens = 0
+    for row in out[:, batch["input_ids"].shape[1]:].tolist():
+        tokens += row.index(eos) + 1 if eos in row else len(row)
+    ttft = (step.first or t0 + seconds) - t0
+    name = f"transformers generate (batch {n}, {torch.get_num_threads()} thr)"
+    return Result(name, seconds, tokens, [ttft] * n, requests=n)
+
+
+# ----------------------------------------------------------------------------- part 3
+
+FILLER = ("Section {k} of the {org} handbook: staff in region {r} file expense reports "
+          "within {d} days, hotels are refunded up to {h} EUR a night, and every project "
+          "code starts with the letters ZX followed by four digits. ")
+
+
+def long_prefix(engine: Any, trial: int, target_tokens: int) -> str:
+    """A system prompt + retrieved context of about ``target_tokens`` tokens; the
+    trial number comes first so no two trials share a cached prefix."""
+    head = (f"Session {trial}. You are Sirocco, a company assistant. Answer only from "
+            "the sources below and cite them as [n].\n\nSources:\n")
+    parts = [head]
+    k = 0
+    while engine.count_tokens("".join(parts)) < target_tokens:
+        parts.append(f"[{k + 1}] " + FILLER.format(k=k, org=f"Org{trial}", r=k % 7,
+                                                   d=20 + k, h=100 + 5 * k) + "\n")
+        k += 1
+    return "".join(parts)
+
+
+async def prefix_ttft(engine: Any, trials: int, target_tokens: int) -> tuple[list[float],
+                                                                             list[float], int]:
+    """TTFT of the first and of the second question per trial (sequential requests)."""
+    from sirocco.types import ChatMessage, GenerationOptions
+
+    options = GenerationOptions(max_tokens=4, temperature=0.0)
+
+    async def ttft(system: str, question: str) -> float:
+        t0 = time.perf_counter()
+        async for ev in engine.generate([ChatMessage(role="system", content=system),
+                                         ChatMessage(role="user", content=question)],
+                                        options=options):
+            if ev.kind == "text":
+                return time.perf_counter() - t0
+        return time.perf_counter() - t0
+
+    await ttft("warm-up", "Hello?")
+    first: list[float] = []
+    second: list[float] = []
+    size = 0
+    for trial in range(trials):
+        system = long_prefix(engine, trial, target_tokens)
+        size = engine.count_tokens(system)
+        first.append(await ttft(system, "How long do I have to file an expense report?"))
+        second.append(await ttft(system, "What is the hotel limit per night?"))
+    return first, second, size
+
+
+async def in_process(args: argparse.Namespace) -> dict[str, Any]:
+    """Parts 1 and 3 on the in-process engine (prefix caching on, then off)."""
+    from llm.engine import create_engine
+
+    out: dict[str, Any] = {}
+    if not args.skip_throughput or not args.skip_prefix:
+        engine = create_engine(settings_for(prefix_caching=True))
+        try:
+            if not args.skip_throughput:
+                out["engine"] = await engine_chats(engine, args.chats, args.max_tokens)
+            if not args.skip_prefix:
+                out["prefix_on"] = await prefix_ttft(engine, args.trials, args.prefix_tokens)
+        finally:
+            await engine.close()
+    if not args.skip_prefix:
+        engine = create_engine(settings_for(prefix_caching=False))
+        try:
+            out["prefix_off"] = await prefix_ttft(engine, args.trials, args.prefix_tokens)
+        finally:
+            await engine.close()
+    return out
+
+
+# ----------------------------------------------------------------------------- part 2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(kind: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """Start Sirocco's server or bare vLLM's (same engine args) and wait until healthy."""
+    import httpx
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIROCCO_")}
+    env.update(ENV)
+    if kind == "sirocco":
+        env.update({
+            "SIROCCO_ENV": "dev", "SIROCCO_AUTH__ENABLED": "false",
+            "SIROCCO_AUTH__RATE_LIMIT_PER_MINUTE": "0",
+            "SIROCCO_DATA_DIR": str(workdir / "var"), "SIROCCO_MODELS_DIR": str(MODELS),
+            "SIROCCO_QDRANT__PATH": str(workdir / "qdrant"),
+            "SIROCCO_LLM__BUNDLED": "mistral",
+            "SIROCCO_LLM__MAX_MODEL_LEN": str(MAX_MODEL_LEN),
+            "SIROCCO_LLM__KV_CACHE_SPACE_GIB": "1",
+            "SIROCCO_LLM__MAX_NUM_SEQS": str(MAX_NUM_SEQS),
+            "SIROCCO_LLM__MAX_INFLIGHT": "256",
+        })
+        cmd = [sys.executable, "-m", "uvicorn", "--factory", "api.app:app_from_env",
+               "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+        health = "/healthz"
+    else:
+        # What Sirocco's engine_args_from_settings passes for the settings above.
+        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+               "--model", str(MODEL_DIR), "--served-model-name", SERVED, "--dtype", "auto",
+               "--seed", "0", "--max-model-len", str(MAX_MODEL_LEN), "--enforce-eager",
+               "--enable-prefix-caching", "--max-num-seqs", str(MAX_NUM_SEQS),
+               "--host", "127.0.0.1", "--port", str(port)]
+        health = "/health"
+    log = workdir / f"{kind}-server.log"
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("wb"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_server(proc)
+            raise RuntimeError(f"{kind} server did not come up:\n{log.read_text()[-4000:]}")
+        try:
+            if httpx.get(base + health, timeout=2).status_code == 200:
+                return proc, base, log
+        except httpx.TransportError:
+            pass
+        time.sleep(1)
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a server we started, and its children (its own process group)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    try:  # the engine's worker processes, if the parent left them behind
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+async def drive(base: str, kind: str, clients: int, requests: int,
+                max_tokens: int) -> Result:
+    """``requests`` streaming chats from ``clients`` concurrent clients (bench-serve style)."""
+    import httpx
+
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(requests):
+        queue.put_nowait(i)
+    ttfts: list[float] = []
+    tpots: list[float] = []
+    tokens = 0
+
+    async def one(client: httpx.AsyncClient, i: int) -> tuple[float, float, int]:
+        body: dict[str, Any] = {
+            "model": SERVED, "messages": [{"role": "user", "content": prompt(i)}],
+            "max_tokens": max_tokens, "temperature": 0.0, "stream": True,
+            "stream_options": {"include_usage": True}}
+        if kind == "sirocco":
+            body["sirocco"] = {"rag": False}
+        t0 = time.perf_counter()
+        first = None
+        completion = 0
+        async with client.stream("POST", f"{base}/v1/chat/completions", json=body) as r:
+            if r.status_code != 200:
+                raise RuntimeError(f"{kind}: HTTP {r.status_code}: {(await r.aread())[:500]!r}")
+            async for line in r.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                if "error" in chunk:
+                    raise RuntimeError(f"{kind}: {chunk['error']}")
+                choices = chunk.get("choices") or []
+                if first is None and choices and (choices[0].get("delta") or {}).get("content"):
+                    first = time.perf_counter() - t0
+                if chunk.get("usage"):
+                    completion = chunk["usage"]["completion_tokens"]
+        latency = time.perf_counter() - t0
+        ttft = first if first is not None else latency
+        return ttft, (latency - ttft) / max(completion - 1, 1), completion
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        nonlocal tokens
+        while True:
+            try:
+                i = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            ttft, tpot, n = await one(client, i)
+            ttfts.append(ttft)
+            if n > 1:
+                tpots.append(tpot)
+            tokens += n
+
+    limits = httpx.Limits(max_connections=clients + 4)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+        await one(client, 0)  # warm-up
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client_loop(client) for _ in range(clients)))
+        seconds = time.perf_counter() - t0
+    name = ("Sirocco /v1/chat/completions" if kind == "sirocco"
+            else "bare vLLM api_server")
+    return Result(name, seconds, tokens, ttfts, tpots, requests=requests)
+
+
+def serving(args: argparse.Namespace) -> dict[str, Result]:
+    """Part 2: each server in turn (never both at once), same workload."""
+    out: dict[str, Result] = {}
+    with tempfile.TemporaryDirectory(prefix="sirocco-bench-") as tmp:
+        for kind in ("vllm", "sirocco"):
+            workdir = Path(tmp) / kind
+            workdir.mkdir()
+            started = time.perf_counter()
+            proc, base, log = start_server(kind, workdir)
+            print(f"{kind} server up in {time.perf_counter() - started:.0f} s", flush=True)
+            try:
+                out[kind] = asyncio.run(drive(base, kind, args.clients, args.requests,
+                                              args.max_tokens))
+            except Exception:
+                print(log.read_text()[-4000:], file=sys.stderr)
+                raise
+            finally:
+                stop_server(proc)
+    return out
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def report(args: argparse.Namespace, inproc: dict[str, Any], hf: Result | None,
+           served: dict[str, Result]) -> None:
+    print(f"\nmodel: {MODEL_DIR.name} (bf16, CPU, {os.cpu_count()} cores), "
+          f"max_model_len {MAX_MODEL_LEN}, KV cache 1 GiB, enforce_eager, "
+          f"max_num_seqs {MAX_NUM_SEQS}, greedy")
+    if "engine" in inproc or hf is not None:
+        print(f"\n## 1. Throughput: {args.chats} concurrent chats x <= {args.max_tokens} tokens"
+              "\n" + HEADER)
+        for r in (inproc.get("engine"), hf):
+            if r is not None:
+                print(r.row())
+        if "engine" in inproc and hf is not None:
+            e = inproc["engine"]
+            print(f"ratio tok/s engine/transformers: {e.tok_s / hf.tok_s:.2f}x (target >= 5x); "
+                  f"TTFT p50 transformers/engine: {pct(hf.ttft, 50) / pct(e.ttft, 50):.2f}x")
+    if served:
+        print(f"\n## 2. Serving: {args.clients} streaming clients, {args.requests} requests "
+              f"x <= {args.max_tokens} tokens\n" + HEADER)
+        for r in served.values():
+            print(r.row())
+        if len(served) == 2:
+            s, v = served["sirocco"], served["vllm"]
+            tpot = pct(s.tpot, 50) / pct(v.tpot, 50) - 1 if v.tpot else 0.0
+            print(f"overhead: throughput {100 * (1 - s.tok_s / v.tok_s):+.1f}%, "
+                  f"TTFT p50 {100 * (pct(s.ttft, 50) / pct(v.ttft, 50) - 1):+.1f}%, "
+                  f"TTFT p95 {100 * (pct(s.ttft, 95) / pct(v.ttft, 95) - 1):+.1f}%, "
+                  f"TPOT p50 {100 * tpot:+.1f}% (target <= 20%)")
+    if "prefix_on" in inproc:
+        print(f"\n## 3. Prefix caching: {args.trials} trials, sequential requests\n"
+              "| prefix caching | prefix tokens | TTFT 1st question p50 ms "
+              "| TTFT 2nd question p50 ms |\n|---|---|---|---|")
+        for label, key in (("on", "prefix_on"), ("off", "prefix_off")):
+            first, second, size = inproc[key]
+            print(f"| {label} | {size} | {1000 * statistics.median(first):.0f} "
+                  f"| {1000 * statistics.median(second):.0f} |")
+        on, off = inproc["prefix_on"][1], inproc["prefix_off"][1]
+        print(f"2nd-question TTFT off/on: {statistics.median(off) / statistics.median(on):.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke check")
+    parser.add_argument("--chats", type=int, default=32, help="part 1: concurrent chats")
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--clients", type=int, default=16, help="part 2: concurrent clients")
+    parser.add_argument("--requests", type=int, default=32, help="part 2: requests in all")
+    parser.add_argument("--trials", type=int, default=5, help="part 3: prefix trials")
+    parser.add_argument("--prefix-tokens", type=int, default=1000)
+    parser.add_argument("--skip-throughput", action="store_true", help="skip part 1")
+    parser.add_argument("--skip-peer", action="store_true", help="part 1 without transformers")
+    parser.add_argument("--skip-serving", action="store_true", help="skip part 2")
+    parser.add_argument("--skip-prefix", action="store_true", help="skip part 3")
+    args = parser.parse_args()
+    if args.quick:
+        args.chats, args.max_tokens, args.clients, args.requests = 4, 16, 2, 4
+        args.trials, args.prefix_tokens = 1, 300
+    logging.basicConfig(level=logging.WARNING)
+    for key, value in ENV.items():
+        os.environ.setdefault(key, value)
+    # vLLM logs INFO from three processes; its own knob reaches all of them.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    if not (MODELS / "prepared.json").exists():
+        sys.exit("bundled models not prepared: run `sirocco models prepare` (make models)")
+
+    started = time.perf_counter()
+    inproc = asyncio.run(in_process(args))
+    hf = None
+    if not args.skip_throughput and not args.skip_peer:
+        hf = hf_batch(args.chats, args.max_tokens)
+    served = {} if args.skip_serving else serving(args)
+    report(args, inproc, hf, served)
+    print(f"\ntotal {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
