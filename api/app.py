@@ -19,6 +19,8 @@ from api.auth import get_principal, make_limiter, require_admin
 from api.errors import install_error_handlers
 from api.metrics import MetricsMiddleware, SiroccoMetrics
 from api.openai import router as openai_routes
+from api.openapi import install_openapi
+from api.openapi import router as docs_routes
 from api.routes import chat, documents, exports, health, jobs, keys, metrics, sources, traces
 from api.services import Services, build_services
 from sirocco import __version__
@@ -41,7 +43,10 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
             app.state.services = None
             await built.aclose()
 
-    app = FastAPI(title="Sirocco", version=__version__, lifespan=lifespan)
+    # Docs are mounted below like every other route (behind a key by default).
+    app = FastAPI(title="Sirocco", version=__version__, lifespan=lifespan,
+                  openapi_url=None, docs_url=None, redoc_url=None)
+    install_openapi(app)
     app.state.settings = settings
     # Set now (not in the lifespan) so injected services work without a lifespan run.
     app.state.services = services
@@ -51,12 +56,16 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app.state.metrics = app_metrics
     app.add_middleware(MetricsMiddleware, metrics=app_metrics)
     app.state.rate_limiter = make_limiter(settings)
-    # Health and metrics are open; every other route needs an API key, and
-    # management routes an admin key.
-    for module in (health, metrics):
-        app.include_router(module.router)
+    # Health is open; every other route needs an API key, and management routes
+    # an admin key. auth.open_endpoints may open the docs and /metrics.
+    app.include_router(health.router)
+    keyed = [Depends(get_principal)]
+    app.include_router(docs_routes, dependencies=[] if "docs" in settings.auth.open_endpoints
+                       else keyed)
+    app.include_router(metrics.router, dependencies=[] if "metrics" in settings.auth.open_endpoints
+                       else keyed)
     for module in (chat, documents, traces, exports, openai_routes):
-        app.include_router(module.router, dependencies=[Depends(get_principal)])
+        app.include_router(module.router, dependencies=keyed)
     for module in (jobs, sources, keys):
         app.include_router(module.router, dependencies=[Depends(require_admin)])
     return app

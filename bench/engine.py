@@ -105,6 +105,14 @@ HEADER = ("| side                               | reqs | tokens |  wall s |   to
           "| TTFT p50 | TTFT p95 | TPOT p50 |\n|---|---|---|---|---|---|---|---|")
 
 
+def engine_dtype() -> str:
+    """The dtype Sirocco's engine runs the bundled model in on this machine
+    ("auto": float32 on a CPU without native bf16); the peers get the same."""
+    from llm.vllm_engine import cpu_has_native_bf16, effective_dtype
+
+    return effective_dtype("auto", on_cpu=True, native_bf16=cpu_has_native_bf16())
+
+
 def settings_for(*, prefix_caching: bool = True) -> Any:
     """Sirocco settings for the in-process engine (the bundled Mistral-arch model)."""
     from sirocco.settings import LLMSettings, Settings
@@ -160,7 +168,8 @@ def hf_batch(n: int, max_tokens: int) -> Result:
 
     tok = AutoTokenizer.from_pretrained(MODEL_DIR)
     tok.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(MODEL_DIR, dtype=torch.bfloat16).eval()
+    dtype = engine_dtype()
+    model = AutoModelForCausalLM.from_pretrained(MODEL_DIR, dtype=getattr(torch, dtype)).eval()
     texts = [tok.apply_chat_template([{"role": "user", "content": prompt(i)}],
                                      add_generation_prompt=True, tokenize=False)
              for i in range(n)]
@@ -178,7 +187,7 @@ def hf_batch(n: int, max_tokens: int) -> Result:
     for row in out[:, batch["input_ids"].shape[1]:].tolist():
         tokens += row.index(eos) + 1 if eos in row else len(row)
     ttft = (step.first or t0 + seconds) - t0
-    name = f"transformers generate (batch {n}, {torch.get_num_threads()} thr)"
+    name = f"transformers generate (batch {n}, {torch.get_num_threads()} thr, {dtype})"
     return Result(name, seconds, tokens, [ttft] * n, requests=n)
 
 
@@ -288,7 +297,7 @@ def start_server(kind: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str
     else:
         # What Sirocco's engine_args_from_settings passes for the settings above.
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-               "--model", str(MODEL_DIR), "--served-model-name", SERVED, "--dtype", "auto",
+               "--model", str(MODEL_DIR), "--served-model-name", SERVED, "--dtype", engine_dtype(),
                "--seed", "0", "--max-model-len", str(MAX_MODEL_LEN), "--enforce-eager",
                "--enable-prefix-caching", "--max-num-seqs", str(MAX_NUM_SEQS),
                "--host", "127.0.0.1", "--port", str(port)]
@@ -415,7 +424,8 @@ def serving(args: argparse.Namespace) -> dict[str, Result]:
 
 def report(args: argparse.Namespace, inproc: dict[str, Any], hf: Result | None,
            served: dict[str, Result]) -> None:
-    print(f"\nmodel: {MODEL_DIR.name} (bf16, CPU, {os.cpu_count()} cores), "
+    print(f"\nmodel: {MODEL_DIR.name} ({engine_dtype()}, CPU, {os.cpu_count()} cores, "
+          f"reserved cores {os.environ.get('VLLM_CPU_NUM_OF_RESERVED_CPU', 'vLLM default')}), "
           f"max_model_len {MAX_MODEL_LEN}, KV cache 1 GiB, enforce_eager, "
           f"max_num_seqs {MAX_NUM_SEQS}, greedy")
     if "engine" in inproc or hf is not None:
@@ -465,7 +475,12 @@ def main() -> None:
     parser.add_argument("--skip-peer", action="store_true", help="part 1 without transformers")
     parser.add_argument("--skip-serving", action="store_true", help="skip part 2")
     parser.add_argument("--skip-prefix", action="store_true", help="skip part 3")
+    parser.add_argument("--reserved-cores", type=int, default=None,
+                        help="VLLM_CPU_NUM_OF_RESERVED_CPU for every vLLM engine here "
+                             "(vLLM's default keeps one core free of its OpenMP threads)")
     args = parser.parse_args()
+    if args.reserved_cores is not None:
+        ENV["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(args.reserved_cores)
     if args.quick:
         args.chats, args.max_tokens, args.clients, args.requests = 4, 16, 2, 4
         args.trials, args.prefix_tokens = 1, 300

@@ -81,7 +81,7 @@ def describe(settings: Settings) -> dict[str, Any]:
     # its __post_init__ resolves (offline: looks up the cache for) the model.
     effective = {f.name: f.default for f in dataclasses.fields(AsyncEngineArgs)
                  if f.default is not dataclasses.MISSING}
-    effective.update(engine_kwargs_from_settings(settings))
+    effective.update(engine_kwargs_from_settings(settings, materialize=False))
     args = SimpleNamespace(**effective)
     info["engine_args"] = {k: getattr(args, k) for k in (
         "model", "served_model_name", "dtype", "tokenizer_mode", "max_model_len",
@@ -101,7 +101,7 @@ def describe(settings: Settings) -> dict[str, Any]:
         block_size = llm.block_size or CPU_DEFAULT_BLOCK_SIZE
         capacity = kv_capacity(config, kv_cache_bytes=int(llm.kv_cache_space_gib * GIB),
                                block_size=block_size, kv_cache_dtype=llm.kv_cache_dtype,
-                               dtype=llm.dtype)
+                               dtype=args.dtype)
         info["kv_cache"] = {"source": "computed from config.json", "block_size": block_size,
                             "bytes": int(llm.kv_cache_space_gib * GIB), **capacity,
                             "full_length_sequences": capacity["tokens"] // llm.max_model_len}

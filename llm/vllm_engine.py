@@ -16,11 +16,13 @@ vllm, torch and transformers are imported lazily, so importing this module is ch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
+import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,14 +41,53 @@ logger = logging.getLogger(__name__)
 GIB = 1 << 30
 
 
-def engine_kwargs_from_settings(settings: Settings) -> dict[str, Any]:
-    """The keyword arguments of vLLM's ``AsyncEngineArgs`` that ``settings.llm`` sets."""
+# x86 (/proc/cpuinfo "flags") and Arm ("Features") names of native bf16 support.
+CPU_NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this x86 CPU computes bf16 natively (``/proc/cpuinfo`` flags)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return True  # not Linux/x86: leave vLLM's choice alone
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags.update(line.split(":", 1)[-1].split())
+    return not flags or any(f in flags for f in CPU_NATIVE_BF16_FLAGS)
+
+
+def effective_dtype(dtype: str, *, on_cpu: bool, native_bf16: bool) -> str:
+    """``dtype`` as the engine should get it: "auto" means float32 on a CPU
+    without native bf16 (vLLM's "auto" would keep a bf16 checkpoint's bf16)."""
+    if dtype == "auto" and on_cpu and not native_bf16:
+        return "float32"
+    return dtype
+
+
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cpu())
+
+
+def engine_kwargs_from_settings(settings: Settings, *, materialize: bool = True
+                                ) -> dict[str, Any]:
+    """The keyword arguments of vLLM's ``AsyncEngineArgs`` that ``settings.llm`` sets.
+
+    ``materialize=False`` names a derived bundled checkpoint (see
+    ``bundled_for_parallel``) without writing it.
+    """
     llm = settings.llm
-    model = llm.model or str(_bundled(settings))
+    on_cpu = _on_cpu()
+    model = llm.model or str(bundled_for_parallel(settings, materialize=materialize))
     kwargs: dict[str, Any] = {
         "model": model,
         "served_model_name": llm.served_model_name,
-        "dtype": llm.dtype,
+        "dtype": effective_dtype(llm.dtype, on_cpu=on_cpu,
+                                 native_bf16=on_cpu and cpu_has_native_bf16()),
         "seed": llm.seed,
         "max_model_len": llm.max_model_len,
         "enforce_eager": llm.enforce_eager,
@@ -109,10 +150,11 @@ class VLLMEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         args = engine_args_from_settings(settings)
-        logger.info("starting vLLM engine", extra={"model": args.model})
+        logger.info("starting vLLM engine", extra={"model": args.model, "dtype": args.dtype})
         started = time.monotonic()
         try:
-            llm = AsyncLLM.from_engine_args(args)
+            with _cpu_environment(settings):
+                llm = AsyncLLM.from_engine_args(args)
         except Exception as exc:
             raise EngineError(f"vLLM engine failed to start for {args.model}: {exc}") from exc
         seconds = time.monotonic() - started
@@ -267,7 +309,10 @@ class VLLMEngine:
 
     async def _abort(self, stream: Any, request_id: str) -> None:
         # Closing vLLM's generator aborts under its internal id; the explicit
-        # abort by our id covers a request vLLM had not registered yet.
+        # abort by our id covers a request vLLM had not registered yet. A stream
+        # the caller dropped may only be collected after close(): nothing to abort.
+        if self._closed:
+            return
         try:
             await stream.aclose()
             await self._llm.abort(request_id)
@@ -341,7 +386,84 @@ class VLLMEngine:
         }
 
 
+def cpu_thread_binding(ranks: int, cpus: Sequence[int], numa_nodes: int) -> str | None:
+    """A ``VLLM_CPU_OMP_THREADS_BIND`` value giving each of ``ranks`` ranks its own
+    share of ``cpus``, or None where vLLM's "auto" copes (a NUMA node per rank).
+
+    vLLM's auto binding asserts one NUMA node per rank, so on a one-node machine
+    TP=2 does not start without an explicit binding.
+    """
+    if ranks <= 1 or numa_nodes >= ranks:
+        return None
+    cpus = sorted(cpus)
+    if len(cpus) < ranks:  # oversubscribed (a test of TP=3 on 2 cores): ranks share cores
+        return "|".join(str(cpus[rank % len(cpus)]) for rank in range(ranks))
+    per = len(cpus) // ranks
+    parts = []
+    for rank in range(ranks):
+        mine = cpus[rank * per:(rank + 1) * per]
+        contiguous = mine == list(range(mine[0], mine[-1] + 1))
+        parts.append(f"{mine[0]}-{mine[-1]}" if contiguous and len(mine) > 1
+                     else ",".join(map(str, mine)))
+    return "|".join(parts)
+
+
+@contextlib.contextmanager
+def _cpu_environment(settings: Settings) -> Iterator[None]:
+    """vLLM's CPU knobs that only exist as environment variables, set while the
+    engine starts (its processes inherit them) and restored afterwards, so a
+    later engine in this process gets its own; an exported variable wins."""
+    llm = settings.llm
+    wanted: dict[str, str] = {}
+    if _on_cpu():
+        if llm.cpu_reserved_cores is not None:
+            wanted["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(llm.cpu_reserved_cores)
+        binding = llm.cpu_omp_threads_bind
+        if binding is None:
+            numa = len(list(Path("/sys/devices/system/node").glob("node[0-9]*"))) or 1
+            binding = cpu_thread_binding(llm.tensor_parallel_size,
+                                         sorted(os.sched_getaffinity(0)), numa)
+        if binding is not None:
+            wanted["VLLM_CPU_OMP_THREADS_BIND"] = binding
+    added = [name for name in wanted if name not in os.environ]
+    for name in added:
+        os.environ[name] = wanted[name]
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
 def _bundled(settings: Settings) -> Path:
     from llm.models import bundled_model_path
 
     return bundled_model_path(settings, settings.llm.bundled)
+
+
+def bundled_for_parallel(settings: Settings, *, materialize: bool = True) -> Path:
+    """The bundled checkpoint, padded when tensor parallelism cannot split its heads.
+
+    SmolLM2 has 9 query heads over 3 KV heads: TP=2 divides neither, so the
+    engine serves ``<name>-kv4`` instead, the same model with a zero KV group
+    added (12/4 heads, identical outputs; ``llm.model_shapes``), written on
+    first use next to the original.
+    """
+    import json
+
+    from llm.model_shapes import padded_checkpoint
+
+    path = _bundled(settings)
+    tp = settings.llm.tensor_parallel_size
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    heads, kv = int(config["num_attention_heads"]), int(config["num_key_value_heads"])
+    divisible = heads % tp == 0 and (kv % tp == 0 if kv >= tp else tp % kv == 0)
+    if tp <= 1 or divisible:
+        return path
+    kv_heads = -(-kv // tp) * tp
+    target = path.with_name(f"{path.name}-kv{kv_heads}")
+    if not materialize:
+        return target
+    logger.info("padding the bundled checkpoint's attention heads for tensor parallelism",
+                extra={"tensor_parallel_size": tp, "kv_heads": kv_heads})
+    return padded_checkpoint(path, target, kv_heads)

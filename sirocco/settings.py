@@ -66,7 +66,17 @@ class LLMSettings(BaseModel):
     # A model path (or name vLLM can load); None means the bundled checkpoint.
     model: str | None = None
     served_model_name: str = "sirocco"
+    # "auto": the checkpoint's dtype, except on a CPU without native bf16
+    # (no avx512_bf16/amx_bf16) where float32 is used: bf16 matmuls are
+    # emulated there and run about 5x slower (docs/benchmarks.md).
     dtype: str = "auto"
+    # CPU: cores vLLM keeps free of its OpenMP threads (VLLM_CPU_NUM_OF_RESERVED_CPU,
+    # unless that is exported); None: vLLM's default (one on a single-rank engine).
+    cpu_reserved_cores: int | None = Field(default=None, ge=0)
+    # CPU: the cores of each rank's OpenMP threads, "0-3|4-7" (VLLM_CPU_OMP_THREADS_BIND,
+    # unless that is exported). None: vLLM's "auto" (one NUMA node a rank), except
+    # with more ranks than NUMA nodes, where the allowed cores are split evenly.
+    cpu_omp_threads_bind: str | None = None
     enforce_eager: bool = True
     max_model_len: int = 2048
     # KV cache size; None: vLLM sizes it from gpu_memory_utilization (GPU profiles).
@@ -196,6 +206,9 @@ class AuthSettings(BaseModel):
     # rate_limit_burst requests; 0 per minute turns the limit off.
     rate_limit_per_minute: float = Field(default=120.0, ge=0)
     rate_limit_burst: int = Field(default=30, ge=1)
+    # Endpoints served without a key: "docs" (/docs, /openapi.json) and/or
+    # "metrics" (/metrics, for a Prometheus that cannot send a bearer token).
+    open_endpoints: list[Literal["docs", "metrics"]] = Field(default_factory=list)
 
 
 class ApiSettings(BaseModel):

@@ -5,7 +5,7 @@ OpenAI-compatible servers do, so existing clients work unchanged.
 
 Sirocco's extensions, both optional:
 - request ``sirocco``: ``{"rag": true, "top_k": 5, "filters": {...},
-  "conversation_id": "..."}`` (with the ``openai`` client:
+  "conversation_id": "...", "consent": true}`` (with the ``openai`` client:
   ``extra_body={"sirocco": {...}}``); RAG is on unless ``rag`` is false;
 - response ``sirocco``: ``{"sources": [...], "citations": [...], "trace_id": "..."}``
   on the completion, and on the streamed chunk that carries ``finish_reason``.
@@ -135,6 +135,7 @@ class SiroccoOptions(BaseModel):
                     "top_k": 8,
                     "filters": {"tags": ["policy"]},
                     "conversation_id": "5b1d3c0e-8f2a-4c55-9a77-0d2f1e3b4a69",
+                    "consent": True,
                 }
             ]
         },
@@ -145,6 +146,9 @@ class SiroccoOptions(BaseModel):
     top_k: int | None = Field(default=None, ge=1, le=50)
     filters: ChatFilters | None = None
     conversation_id: str | None = Field(default=None, max_length=64)
+    #: The user agrees (or not) to this interaction's trace being used as
+    #: training data; unset: the server's default, ``traces.default_consent``.
+    consent: bool | None = None
 
 
 class ChatCompletionRequest(BaseModel):

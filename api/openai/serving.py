@@ -186,6 +186,7 @@ def prepare(request: ChatCompletionRequest, *, settings: Settings, engine: Any |
     if ext is not None:
         kwargs["top_k"] = ext.top_k
         kwargs["conversation_id"] = ext.conversation_id
+        kwargs["consent"] = ext.consent
         if ext.filters is not None:
             kwargs["filters"] = ext.filters.to_search_filter()
     choice = request.tool_choice if tools and request.tool_choice not in (None, "auto") else None

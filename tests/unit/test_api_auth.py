@@ -82,7 +82,8 @@ async def test_health_is_open_and_everything_else_needs_a_key(app) -> None:
                              ("GET", "/api/documents/x"), ("GET", "/api/traces/x"),
                              ("GET", "/api/jobs"), ("GET", "/api/sources"),
                              ("GET", "/api/keys"), ("GET", "/v1/models"),
-                             ("POST", "/v1/chat/completions")]:
+                             ("POST", "/v1/chat/completions"), ("GET", "/openapi.json"),
+                             ("GET", "/docs"), ("GET", "/metrics")]:
             r = await c.request(method, path, json={"question": "q"})
             assert r.status_code == 401, (path, r.text)
             assert r.headers["www-authenticate"] == "Bearer"
@@ -91,6 +92,24 @@ async def test_health_is_open_and_everything_else_needs_a_key(app) -> None:
     assert r.json()["error"] == {"message": r.json()["error"]["message"],
                                  "type": "authentication_error", "param": None,
                                  "code": "invalid_api_key"}
+
+
+async def test_docs_and_metrics_with_a_key_or_opened_by_settings(app, factory, tmp_path,
+                                                                 store) -> None:
+    raw = key(factory)
+    async with client(app) as c:
+        schema = await c.get("/openapi.json", headers=bearer(raw))
+        assert schema.status_code == 200 and "/api/chat" in schema.json()["paths"]
+        docs = await c.get("/docs", headers=bearer(raw))
+        assert docs.status_code == 200 and "swagger" in docs.text.lower()
+        assert (await c.get("/metrics", headers=bearer(raw))).status_code == 200
+    opened = Settings(env="test", data_dir=tmp_path, auth={"open_endpoints": ["docs", "metrics"]})
+    async with client(make_app(opened, factory, store)) as c:
+        for path in ("/openapi.json", "/docs", "/metrics"):
+            assert (await c.get(path)).status_code == 200, path
+        assert (await c.get("/api/documents")).status_code == 401
+    with pytest.raises(ValidationError):
+        Settings(env="test", auth={"open_endpoints": ["keys"]})
 
 
 async def test_bearer_and_x_api_key_both_work_unknown_keys_do_not(app, factory) -> None:

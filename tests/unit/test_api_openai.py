@@ -310,3 +310,15 @@ async def test_the_official_openai_client_works_unchanged(settings, factory, api
     assert "".join(parts) == "Blue whales [2]."
     assert extra is not None and extra["citations"][0]["doc_id"] == "doc-2"
     assert usage is not None and usage.total_tokens == 47
+
+
+async def test_consent_travels_in_the_sirocco_field(settings, factory, api_key) -> None:
+    from traces.models import Trace
+
+    app = make_app(settings, factory)
+    given = (await post(app, api_key, ask(sirocco={"consent": True}))).json()
+    unset = (await post(app, api_key, ask())).json()
+    with session_scope(factory) as s:
+        consent = {t.id: t.consent for t in s.query(Trace).all()}
+    assert consent[given["sirocco"]["trace_id"]] is True
+    assert consent[unset["sirocco"]["trace_id"]] is False

@@ -156,3 +156,32 @@ def test_bundled_model_path_missing_tells_how_to_fix(tmp_path):
         bundled_model_path(settings, "mistral")
     with pytest.raises(ConfigError, match="valid: 'mistral', 'mixtral'"):
         bundled_model_path(settings, "llama")  # type: ignore[arg-type]
+
+
+@torch.no_grad()
+def test_padding_attention_heads_keeps_the_outputs(input_ids, tmp_path):
+    from llm.model_shapes import padded_checkpoint
+
+    torch.manual_seed(1)
+    # SmolLM2's shape in small: 3 query heads per KV head, 3 KV heads (TP=2 cannot split it).
+    config = transformers.LlamaConfig(
+        vocab_size=VOCAB, hidden_size=36, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=9, num_key_value_heads=3, head_dim=4, max_position_embeddings=128,
+        bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    llama = transformers.LlamaForCausalLM(config).eval()
+    for p in llama.parameters():
+        if p.dim() == 2:
+            p.normal_(0.0, 0.3)
+    mixtral_config, tensors = mixtral_from_llama(llama.config, llama.state_dict(), seed=0)
+    src = tmp_path / "src"
+    write_checkpoint(src, mixtral_config, tensors, dtype="float32")
+    dst = padded_checkpoint(src, tmp_path / "padded", kv_heads=4)
+    saved = json.loads((dst / "config.json").read_text())
+    assert (saved["num_attention_heads"], saved["num_key_value_heads"]) == (12, 4)
+    assert padded_checkpoint(src, dst, kv_heads=4) == dst  # cached
+    original = transformers.AutoModelForCausalLM.from_pretrained(src).eval()
+    padded = transformers.AutoModelForCausalLM.from_pretrained(dst).eval()
+    torch.testing.assert_close(padded(input_ids).logits, original(input_ids).logits,
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="cannot pad"):
+        padded_checkpoint(src, tmp_path / "less", kv_heads=2)
