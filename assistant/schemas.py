@@ -6,27 +6,28 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+#: One source as the examples of several models show it.
+SOURCE_EXAMPLE: dict[str, Any] = {
+    "n": 1,
+    "chunk_id": "c5f1...-3",
+    "doc_id": "3f0c2a9e-1b7d-4c1e-9d55-0a1b2c3d4e5f",
+    "title": "Travel policy",
+    "source": "/srv/handbook/travel.pdf",
+    "page": 2,
+    "start_char": 1200,
+    "end_char": 2100,
+    "snippet": "Economy class is required for flights under 6 hours...",
+    "score": 0.81,
+    "chunk_ids": ["c5f1...-3"],
+}
+
 
 class Source(BaseModel):
     """A chunk shown to the model, under its number ``n`` (1-based) in the prompt."""
 
     model_config = ConfigDict(
         json_schema_extra={
-            "examples": [
-                {
-                    "n": 1,
-                    "chunk_id": "c5f1...-3",
-                    "doc_id": "3f0c2a9e-1b7d-4c1e-9d55-0a1b2c3d4e5f",
-                    "title": "Travel policy",
-                    "source": "/srv/handbook/travel.pdf",
-                    "page": 2,
-                    "start_char": 1200,
-                    "end_char": 2100,
-                    "snippet": "Economy class is required for flights under 6 hours...",
-                    "score": 0.81,
-                    "chunk_ids": ["c5f1...-3"],
-                }
-            ]
+            "examples": [SOURCE_EXAMPLE]
         }
     )
 
@@ -202,40 +203,14 @@ class AnswerResult(BaseModel):
                     "answer": "Flights under six hours are booked in economy class [1].",
                     "citations": [
                         {
-                            **{
-                                "n": 1,
-                                "chunk_id": "c5f1...-3",
-                                "doc_id": "3f0c2a9e-1b7d-4c1e-9d55-0a1b2c3d4e5f",
-                                "title": "Travel policy",
-                                "source": "/srv/handbook/travel.pdf",
-                                "page": 2,
-                                "start_char": 1200,
-                                "end_char": 2100,
-                                "snippet": "Economy class is required for flights under 6 hours...",
-                                "score": 0.81,
-                                "chunk_ids": ["c5f1...-3"],
-                            },
+                            **SOURCE_EXAMPLE,
                             "inferred": False,
                             "supported": True,
                             "support": 0.83,
                             "claims": [],
                         }
                     ],
-                    "sources": [
-                        {
-                            "n": 1,
-                            "chunk_id": "c5f1...-3",
-                            "doc_id": "3f0c2a9e-1b7d-4c1e-9d55-0a1b2c3d4e5f",
-                            "title": "Travel policy",
-                            "source": "/srv/handbook/travel.pdf",
-                            "page": 2,
-                            "start_char": 1200,
-                            "end_char": 2100,
-                            "snippet": "Economy class is required for flights under 6 hours...",
-                            "score": 0.81,
-                            "chunk_ids": ["c5f1...-3"],
-                        }
-                    ],
+                    "sources": [SOURCE_EXAMPLE],
                     "trace_id": "0c6f1d2e-8a9b-4c5d-9e0f-1a2b3c4d5e6f",
                     "usage": {"prompt_tokens": 812, "completion_tokens": 41, "total_tokens": 853},
                     "model": "sirocco",

@@ -66,10 +66,20 @@ class SourceBook:
 
 def _filter_schema() -> dict[str, Any]:
     # Tight bounds: under structured outputs they also bound what a model generates.
-    names = {"type": "array", "items": {"type": "string", "maxLength": 64}, "maxItems": 10}
+    # Bounded patterns, no maxLength beside them: xgrammar refuses a pattern
+    # combined with a length constraint.
+    def strings(pattern: str) -> dict[str, Any]:
+        return {"type": "array", "maxItems": 5,
+                "items": {"type": "string", "pattern": pattern}}
+
+    ids = strings(UUID_PATTERN)  # documents and sources have uuid4 ids
     return {"type": "object", "additionalProperties": False,
-            "properties": {"doc_ids": names, "source_ids": names, "tags": names,
-                           "mime_types": names}}
+            "properties": {"doc_ids": ids, "source_ids": ids,
+                           "tags": strings(r"^[^\s]{1,32}$"),
+                           "mime_types": strings(r"^[a-z]{1,20}/[a-z0-9.+-]{1,60}$")}}
+
+
+UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 
 SEARCH_SCHEMA: dict[str, Any] = {

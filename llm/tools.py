@@ -252,7 +252,7 @@ def parse_forced_calls(text: str, tool_choice: ToolChoice) -> list[ToolCall]:
     try:
         value, _ = json.JSONDecoder().raw_decode(text.strip())
     except json.JSONDecodeError:
-        logger.warning("forced tool call is not complete JSON", extra={"text": text[:200]})
+        logger.warning("forced tool call is not complete JSON: %r...", text[:300])
         return []
     name = named_tool(tool_choice)
     if name is not None:

@@ -67,6 +67,12 @@ def effective_dtype(dtype: str, *, on_cpu: bool, native_bf16: bool) -> str:
     return dtype
 
 
+def _compact_structured_outputs() -> Any:
+    from vllm.config import StructuredOutputsConfig
+
+    return StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True)
+
+
 def _on_cpu() -> bool:
     from vllm.platforms import current_platform
 
@@ -100,6 +106,10 @@ def engine_kwargs_from_settings(settings: Settings, *, materialize: bool = True
         "tokenizer_mode": llm.tokenizer_mode,
         # On: vLLM registers its Prometheus metrics (served at /metrics).
         "disable_log_stats": not llm.log_stats,
+        # Structured outputs (forced tool calls) as compact JSON: xgrammar reads
+        # this engine-wide only (the per-request field is for other backends).
+        # With free whitespace a small model spent its max_tokens on newlines.
+        "structured_outputs_config": _compact_structured_outputs(),
     }
     if llm.kv_cache_space_gib is not None:
         # An explicit KV cache size. On CPU this engine arg is what the legacy

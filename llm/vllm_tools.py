@@ -27,7 +27,8 @@ logger = logging.getLogger(__name__)
 
 
 def structured_outputs(schema: Mapping[str, Any]) -> Any:
-    """vLLM's ``StructuredOutputsParams`` constraining output to ``schema``."""
+    """vLLM's ``StructuredOutputsParams`` constraining output to ``schema``
+    (compact JSON: the engine runs with ``disable_any_whitespace``)."""
     from vllm.sampling_params import StructuredOutputsParams
 
     return StructuredOutputsParams(json=dict(schema))

@@ -127,7 +127,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "SIROCCO_LLM__MAX_MODEL_LEN": "2048",
         "SIROCCO_LLM__KV_CACHE_SPACE_GIB": "1",
         "SIROCCO_LLM__MAX_NUM_SEQS": "8",
-        "SIROCCO_LLM__MAX_TOKENS": "64",
+        # Room for a forced tool call's JSON; the client tests pass their own max_tokens.
+        "SIROCCO_LLM__MAX_TOKENS": "256",
         "VLLM_CPU_KVCACHE_SPACE": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "HF_HUB_OFFLINE": "1",

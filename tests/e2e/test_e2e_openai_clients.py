@@ -1,9 +1,11 @@
 """Real clients against the running server: the official ``openai`` client
 (streaming with usage, non-streaming, errors) and LangChain's ``ChatOpenAI``
-(plain and with ``bind_tools``); API keys made and revoked with the CLI."""
+(plain and with ``bind_tools``); API keys made and revoked with the CLI; a
+server-side ``search_documents`` round trip seen in the response and the trace."""
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -36,7 +38,7 @@ def test_openai_client_streams_an_answer_citing_the_document(server: Server,
     assert [m.id for m in client.models.list()] == [MODEL]
     stream = client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": QUESTION}], stream=True,
-        stream_options={"include_usage": True}, temperature=0)
+        stream_options={"include_usage": True}, temperature=0, max_tokens=64)
     parts: list[str] = []
     extra: dict[str, Any] | None = None
     finish = usage = None
@@ -139,3 +141,29 @@ def test_langchain_bind_tools_round_trip(server: Server, ana_key: str) -> None:
         [HumanMessage(QUESTION), reply, result])
     assert isinstance(final, AIMessage)
     assert str(final.content).strip() or final.tool_calls
+
+
+def test_search_documents_tool_round_trip_in_the_response_and_the_trace(
+        server: Server, ana_key: str) -> None:
+    headers = {"Authorization": f"Bearer {ana_key}"}
+    # Forced (structured outputs); the server's max_tokens (256) leaves room for the JSON.
+    r = httpx.post(f"{server.base_url}/api/chat", headers=headers, timeout=600, json={
+        "question": QUESTION, "stream": False,
+        "tools": ["search_documents"], "tool_choice": "search_documents"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    [result] = body["tool_results"]
+    assert result["name"] == "search_documents" and result["is_error"] is False
+    found = json.loads(result["content"])["results"]
+    # The tool ran with ana's permissions: the board's minutes stay hidden.
+    assert all("BRD-9911" not in item["text"] for item in found)
+
+    trace = httpx.get(f"{server.base_url}/api/traces/{body['trace_id']}", headers=headers,
+                      timeout=60)
+    assert trace.status_code == 200, trace.text
+    detail = trace.json()
+    assert [c["name"] for c in detail["tool_calls"]] == ["search_documents"]
+    assert detail["tool_calls"][0]["call_id"] == result["id"]
+    assert detail["tool_calls"][0]["status"] == "ok"
+    assert [s["name"] for s in detail["spans"] if s["kind"] == "tool"] == [
+        "execute_tool search_documents"]
