@@ -277,25 +277,26 @@ class KeyCreate(BaseModel):
     name: str | None = Field(default=None, max_length=255)
 
 
+KEY_EXAMPLE: dict[str, Any] = {
+    "id": "7e6d5c4b-3a29-4817-a6b5-c4d3e2f1a0b9",
+    "prefix": "sk-sirocco-ab12",
+    "tenant": "default",
+    "user": "ana",
+    "groups": ["hr", "eng"],
+    "is_admin": False,
+    "name": "ana's laptop",
+    "created_at": "2026-11-23T08:00:00Z",
+    "revoked_at": None,
+}
+
+
 class KeyPublic(BaseModel):
     """An API key as listings show it: its visible ``prefix``, never the key."""
 
     model_config = ConfigDict(
         from_attributes=True,
         json_schema_extra={
-            "examples": [
-                {
-                    "id": "7e6d5c4b-3a29-4817-a6b5-c4d3e2f1a0b9",
-                    "prefix": "sk-sirocco-ab12",
-                    "tenant": "default",
-                    "user": "ana",
-                    "groups": ["hr", "eng"],
-                    "is_admin": False,
-                    "name": "ana's laptop",
-                    "created_at": "2026-11-23T08:00:00Z",
-                    "revoked_at": None,
-                }
-            ]
+            "examples": [KEY_EXAMPLE]
         },
     )
 
@@ -316,18 +317,7 @@ class KeyCreated(KeyPublic):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
-                {
-                    "id": "7e6d5c4b-3a29-4817-a6b5-c4d3e2f1a0b9",
-                    "prefix": "sk-sirocco-ab12",
-                    "tenant": "default",
-                    "user": "ana",
-                    "groups": ["hr", "eng"],
-                    "is_admin": False,
-                    "name": "ana's laptop",
-                    "created_at": "2026-11-23T08:00:00Z",
-                    "revoked_at": None,
-                    "key": "sk-sirocco-ab12...(shown once)",
-                }
+                {**KEY_EXAMPLE, "key": "sk-sirocco-ab12...(shown once)"}
             ]
         }
     )

@@ -46,7 +46,8 @@ CPU_NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 
 
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether this x86 CPU computes bf16 natively (``/proc/cpuinfo`` flags)."""
+    """Whether this CPU computes bf16 natively (``/proc/cpuinfo`` flags on x86,
+    Features on Arm; True where there is no such file or no flags line)."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
