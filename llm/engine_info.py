@@ -29,15 +29,6 @@ _BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "half": 2, "float": 4,
 CPU_DEFAULT_BLOCK_SIZE = 128
 
 
-def model_path(settings: Settings) -> str:
-    """The model the settings serve (the bundled checkpoint's folder when unset)."""
-    if settings.llm.model:
-        return settings.llm.model
-    from llm.models import bundled_model_path
-
-    return str(bundled_model_path(settings, settings.llm.bundled))
-
-
 def kv_bytes_per_token(config: dict[str, Any], kv_cache_dtype: str, dtype: str) -> int:
     """Bytes the KV cache spends per token for a HF ``config.json`` dict."""
     layers = int(config["num_hidden_layers"])

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import os
 import time
@@ -446,12 +447,6 @@ def _cpu_environment(settings: Settings) -> Iterator[None]:
             os.environ.pop(name, None)
 
 
-def _bundled(settings: Settings) -> Path:
-    from llm.models import bundled_model_path
-
-    return bundled_model_path(settings, settings.llm.bundled)
-
-
 def bundled_for_parallel(settings: Settings, *, materialize: bool = True) -> Path:
     """The bundled checkpoint, padded when tensor parallelism cannot split its heads.
 
@@ -460,11 +455,10 @@ def bundled_for_parallel(settings: Settings, *, materialize: bool = True) -> Pat
     added (12/4 heads, identical outputs; ``llm.model_shapes``), written on
     first use next to the original.
     """
-    import json
-
     from llm.model_shapes import padded_checkpoint
+    from llm.models import bundled_model_path
 
-    path = _bundled(settings)
+    path = bundled_model_path(settings, settings.llm.bundled)
     tp = settings.llm.tensor_parallel_size
     config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     heads, kv = int(config["num_attention_heads"]), int(config["num_key_value_heads"])
