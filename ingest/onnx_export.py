@@ -1,12 +1,15 @@
 """ONNX exports of the embedding model, built once and cached under ``models_path``.
 
-The model folder (by default the bundled all-MiniLM-L6-v2) is exported with the
-``torch.onnx`` exporter into ``<models_path>/embeddings/<name>-<fingerprint>/``:
+The model folder (by default the bundled all-MiniLM-L6-v2) is exported into
+``<models_path>/embeddings/<name>-<fingerprint>/``:
 
 - ``model.onnx``: the transformer, fp32; input ids, attention mask (and token
-  type ids when the model has them) in, ``last_hidden_state`` out, with
-  onnxruntime's transformer fusions applied (SkipLayerNormalization, BiasGelu).
-  Pooling and normalisation stay outside the graph, in ``ingest.onnx_embedder``.
+  type ids when the model has them) in, ``last_hidden_state`` out. A BERT
+  (the bundled model is one) is written directly in onnxruntime's fused
+  operators by ``ingest.onnx_bert``; any other architecture is traced with the
+  ``torch.onnx`` exporter, then given onnxruntime's transformer fusions
+  (SkipLayerNormalization, BiasGelu). Pooling and normalisation stay outside
+  the graph, in ``ingest.onnx_embedder``.
 - ``model.int8.onnx``: the same graph with int8 weights (dynamic quantization).
 
 The fingerprint covers the recipe version and the model folder (path, weight
@@ -15,7 +18,8 @@ Files are written under a temporary name and renamed into place, under an
 ``fcntl`` lock: two workers preparing at once export once, and a crash never
 leaves a half-written model where a reader would take it.
 
-torch, transformers, onnx and onnxruntime are imported only while exporting.
+torch, transformers, onnx and onnxruntime are imported only while exporting
+(torch only for a model that is not a BERT).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from ingest import onnx_bert
 from ingest.tokenizer import embedding_model_dir
 from sirocco.errors import ConfigError
 from sirocco.settings import Settings
@@ -39,7 +44,7 @@ from sirocco.settings import Settings
 logger = logging.getLogger(__name__)
 
 #: Bump when the exported graphs change, so cached exports are rebuilt.
-RECIPE_VERSION = 3
+RECIPE_VERSION = 4
 #: ONNX opset of the export (the dynamo exporter's own; no version conversion).
 OPSET = 18
 FP32_FILE = "model.onnx"
@@ -84,7 +89,7 @@ def onnx_model_file(settings: Settings, *, quantized: bool) -> Path:
         # Another process may have finished while this one waited for the lock.
         fp32 = out / FP32_FILE
         if not fp32.is_file():
-            _write_atomic(fp32, lambda tmp: _export_fused(model_dir, tmp))
+            _write_atomic(fp32, lambda tmp: _export_fp32(model_dir, tmp))
         if quantized and not target.is_file():
             _write_atomic(target, lambda tmp: quantize_int8(fp32, tmp))
     return target
@@ -187,10 +192,12 @@ def fuse_transformer(src: Path, dest: Path, *, num_heads: int, hidden_size: int)
 def quantize_int8(src: Path, dest: Path) -> None:
     """Write ``src`` with int8 weights to ``dest`` (dynamic quantization).
 
-    Quantized: every MatMul by a weight, with per-channel scales; activations are
-    quantized per batch at run time. Kept fp32: activation-by-activation MatMuls
-    (attention scores) and the narrowing FFN down-projections of the first half
-    of the layers. The quality gate is retrieval: SciFact nDCG@10 within 0.005 of
+    Quantized: every MatMul by a weight and every fused ``Attention`` (as
+    ``QAttention``), with per-channel weight scales; activations are quantized
+    per batch at run time. Kept fp32: activation-by-activation MatMuls, the
+    outlier-channel side MatMuls of ``ingest.onnx_bert``, and, in a traced graph
+    (which has no outlier split), the FFN down-projections of the first half of
+    the layers. The quality gate is retrieval: SciFact nDCG@10 within 0.005 of
     torch fp32 (bench/embed_quality.py).
     """
     try:
@@ -201,24 +208,25 @@ def quantize_int8(src: Path, dest: Path) -> None:
 
     graph = onnx.load(str(src), load_external_data=False).graph
     weights = {t.name: t for t in graph.initializer}
+    fused = any(node.op_type == "Attention" for node in graph.node)
     keep_fp32: list[str] = []
     down_projections: list[str] = []  # in graph order, which is layer order
     for node in graph.node:
         if node.op_type != "MatMul":
             continue
         weight = weights.get(node.input[1]) if len(node.input) == 2 else None
-        if weight is None:
+        if weight is None or node.name.endswith(onnx_bert.OUTLIER_NODE_SUFFIXES):
             keep_fp32.append(node.name)
         elif len(weight.dims) == 2 and weight.dims[0] > weight.dims[1]:
             down_projections.append(node.name)
-    # The down-projections read the GELU output, whose long tail the per-batch
-    # uint8 activation scale handles worst, and the early layers' errors are
-    # carried through the rest of the network. Measured one layer at a time on
-    # 256 SciFact abstracts (mean cosine to fp32; 0.99658 with all six fp32):
-    # layers 0-2 int8 cost 0.0005-0.0012 each, layers 3-5 0.0001 each. All six
-    # int8: 0.9936 and SciFact nDCG@10 +0.0072 (outside the gate). The later
-    # half int8 saves a further ~15 % of the time per batch.
-    keep_fp32 += down_projections[: (len(down_projections) + 1) // 2]
+    if not fused:
+        # A traced graph keeps its outlier channels inside the FFN: the per-batch
+        # activation scale of the down-projections is set by a few [CLS] values
+        # 4-5x the rest (see ingest.onnx_bert). Measured one layer at a time on
+        # 256 SciFact abstracts, layers 0-2 int8 cost 0.0005-0.0012 of mean cosine
+        # to fp32 each, layers 3-5 0.0001 each; all six int8 moved SciFact
+        # nDCG@10 by +0.0072 (outside the gate).
+        keep_fp32 += down_projections[: (len(down_projections) + 1) // 2]
     # Per-channel weight scales: mean cosine to fp32 on SciFact abstracts 0.9966,
     # against 0.9958 per tensor (and 0.936 per tensor with everything quantized).
     quantize_dynamic(
@@ -226,13 +234,47 @@ def quantize_int8(src: Path, dest: Path) -> None:
         str(dest),
         weight_type=QuantType.QInt8,
         per_channel=True,
-        op_types_to_quantize=["MatMul"],
+        op_types_to_quantize=["MatMul", "Attention"] if fused else ["MatMul"],
         nodes_to_exclude=keep_fp32,
+        # The contrib operators' outputs have no inferred type; they are float.
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
     logger.info("embedding model quantized to int8", extra={"path": str(dest)})
 
 
 # ------------------------------------------------------------------------- internals
+
+
+def _export_fp32(model_dir: Path, dest: Path) -> None:
+    """Write the fp32 graph: built from the weights for a BERT, else traced and fused."""
+    reason = onnx_bert.supports(model_dir)
+    if reason is None:
+        try:
+            _build_bert(model_dir, dest)
+            return
+        except Exception:  # noqa: BLE001 - the traced export below still works
+            logger.warning("building the BERT graph failed; tracing the model instead",
+                           exc_info=True)
+    else:
+        logger.info("embedding model traced with torch.onnx", extra={"why": reason})
+    _export_fused(model_dir, dest)
+
+
+def _build_bert(model_dir: Path, dest: Path) -> None:
+    try:
+        import onnx
+        from transformers import AutoTokenizer
+    except ImportError as exc:
+        raise ConfigError(f"cannot export to ONNX ({exc.name} missing): {INSTALL_HINT}") from None
+    started = time.monotonic()
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    model, outliers = onnx_bert.build_bert_graph(model_dir, tokenizer)
+    onnx.save(model, str(dest))
+    logger.info(
+        "embedding model exported to ONNX",
+        extra={"model_dir": str(model_dir), "built": "bert", "outlier_channels": outliers,
+               "seconds": round(time.monotonic() - started, 1)},
+    )
 
 
 def _export_fused(model_dir: Path, dest: Path) -> None:

@@ -106,3 +106,26 @@ def test_unsupported_pooling_is_refused(tmp_path: Path):
     )
     with pytest.raises(ConfigError, match=r"pooling \['pooling_mode_weightedmean_tokens'\]"):
         create_embedder(settings)
+
+
+def test_bert_builder_says_which_models_it_does_not_build(tmp_path: Path):
+    from ingest.onnx_bert import supports
+
+    def model(**config: object) -> Path:
+        folder = tmp_path / str(len(list(tmp_path.iterdir())))
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(config))
+        (folder / "model.safetensors").write_bytes(b"")
+        return folder
+
+    assert supports(model(model_type="bert", hidden_act="gelu")) is None
+    assert supports(model(model_type="xlm-roberta", hidden_act="gelu")) == (
+        "model_type is 'xlm-roberta', not 'bert'")
+    assert supports(model(model_type="bert", hidden_act="gelu_new")) == (
+        "hidden_act is 'gelu_new', not 'gelu'")
+    relative = model(model_type="bert", hidden_act="gelu", position_embedding_type="relative_key")
+    assert supports(relative) == "position_embedding_type is 'relative_key', not 'absolute'"
+    (relative / "model.safetensors").unlink()
+    (relative / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_act": "gelu"}))
+    assert supports(relative) == "no safetensors weights"
+    assert supports(tmp_path / "missing").startswith("config.json unreadable")
