@@ -14,7 +14,11 @@ last document is stored; writing the files is set-up, not timed.
 Peer: ``RecursiveCharacterTextSplitter(chunk_size=1000, chunk_overlap=200)`` +
 ``HuggingFaceEmbeddings`` (same model folder, normalised) +
 ``QdrantVectorStore.from_documents`` in local mode: the LangChain way, from
-the same ``title + abstract`` texts.
+the same ``title + abstract`` texts. ``--peer tokens`` (or ``both``) runs the
+same peer with the splitter LangChain offers for token budgets,
+``RecursiveCharacterTextSplitter.from_huggingface_tokenizer``, given the
+embedding model's tokenizer and Sirocco's chunk size and overlap in tokens: the
+same chunking budget on both sides, so chunks/s compares like with like.
 
 Limits: raw ``SentenceTransformer.encode`` (torch fp32) on Sirocco's chunk
 texts, and the configured backend's own ``embed_documents`` on them. Chunk
@@ -118,7 +122,10 @@ def _chunk_texts(factory, ids, settings, embedder, embedding_text) -> list[str]:
     return out
 
 
-def run_langchain(docs: list[dict[str, str]], work: Path, model_dir: str) -> dict:
+def run_langchain(docs: list[dict[str, str]], work: Path, model_dir: str,
+                  tokens: tuple[int, int] | None = None) -> dict:
+    """The LangChain pipeline; ``tokens=(size, overlap)`` splits by the
+    embedding model's tokenizer instead of 1000/200 characters."""
     from langchain_core.documents import Document as LCDocument
     from langchain_huggingface import HuggingFaceEmbeddings
     from langchain_qdrant import QdrantVectorStore
@@ -127,11 +134,19 @@ def run_langchain(docs: list[dict[str, str]], work: Path, model_dir: str) -> dic
     embeddings = HuggingFaceEmbeddings(model_name=model_dir, model_kwargs={"device": "cpu"},
                                        encode_kwargs={"normalize_embeddings": True})
     started = time.perf_counter()
-    splitter = RecursiveCharacterTextSplitter(chunk_size=1000, chunk_overlap=200)
+    if tokens is None:
+        splitter = RecursiveCharacterTextSplitter(chunk_size=1000, chunk_overlap=200)
+    else:
+        from transformers import AutoTokenizer
+
+        splitter = RecursiveCharacterTextSplitter.from_huggingface_tokenizer(
+            AutoTokenizer.from_pretrained(model_dir), chunk_size=tokens[0],
+            chunk_overlap=tokens[1])
     chunks = splitter.split_documents(
         [LCDocument(page_content=f"{d['title']}\n\n{d['text']}", metadata={"id": d["id"]})
          for d in docs])
-    store = QdrantVectorStore.from_documents(chunks, embeddings, path=str(work / "lc-qdrant"),
+    folder = work / ("lc-qdrant" if tokens is None else "lc-qdrant-tokens")
+    store = QdrantVectorStore.from_documents(chunks, embeddings, path=str(folder),
                                              collection_name="scifact")
     elapsed = time.perf_counter() - started
     store.client.close()
@@ -163,6 +178,9 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="only the first N documents")
     ap.add_argument("--threads", type=int, default=None, help="embedding threads")
     ap.add_argument("--skip-peer", action="store_true", help="no LangChain run")
+    ap.add_argument("--peer", choices=("chars", "tokens", "both"), default="chars",
+                    help="LangChain splitter: 1000/200 characters (default), Sirocco's "
+                         "token budget via from_huggingface_tokenizer, or both")
     ap.add_argument("--skip-raw", action="store_true", help="no raw-encode runs")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -192,9 +210,16 @@ def main() -> None:
                          raw_encode(ours["texts"], model_dir, settings.embedding.batch_size),
                          len(ours["texts"]), tokens))
         if not args.skip_peer:
-            lc = run_langchain(docs, work, model_dir)
-            rows.append(("langchain pipeline (1000-char chunks)", lc["elapsed"], lc["chunks"],
-                         embedded_tokens(lc["texts"], ours["embedder"])))
+            from ingest.pipeline import chunk_sizes
+
+            budget = chunk_sizes(settings, ours["embedder"])
+            peers = {"chars": [None], "tokens": [budget], "both": [None, budget]}[args.peer]
+            for tokens in peers:
+                lc = run_langchain(docs, work, model_dir, tokens)
+                label = ("langchain pipeline (1000-char chunks)" if tokens is None else
+                         f"langchain pipeline ({tokens[0]}/{tokens[1]}-token chunks)")
+                rows.append((label, lc["elapsed"], lc["chunks"],
+                             embedded_tokens(lc["texts"], ours["embedder"])))
         # Chunk sizes differ between the pipelines: docs/s (the same corpus) and
         # tokens/s (the model's work, its own tokenizer) sit beside chunks/s.
         print(f"{'pipeline':52} {'seconds':>8} {'chunks':>7} {'tokens':>8} {'chunks/s':>9} "

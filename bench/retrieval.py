@@ -56,10 +56,11 @@ def main() -> None:
     from langchain_huggingface import HuggingFaceEmbeddings
     from langchain_qdrant import QdrantVectorStore
 
+    from ingest.pipeline import embedding_text
     from ingest.tokenizer import embedding_model_dir
     from retrieval.evaluation import MEASURES, evaluate, load_beir
     from retrieval.qdrant_store import DENSE, QdrantStore
-    from sirocco.cli_eval import product_pipeline
+    from sirocco.cli_eval import embedder_tag, product_pipeline
     from sirocco.settings import Settings
 
     settings = Settings()
@@ -73,7 +74,8 @@ def main() -> None:
         store = QdrantStore(settings.model_copy(update={"qdrant": q}))
         with store.hold():
             report = evaluate(data, store, name=args.data.name, split=args.split, chunk=chunk,
-                              embed=embed, embed_query=embedder.embed_query, cache=cache)
+                              embed=embed, embed_query=embedder.embed_query, cache=cache,
+                              embedded_text=embedding_text, model_tag=embedder_tag(embedder))
             lc = QdrantVectorStore(
                 client=store.held_client, collection_name="scifact", vector_name=DENSE,
                 content_payload_key="text", metadata_payload_key="meta",

@@ -76,6 +76,7 @@ class OnnxEmbedder:
         self._pad_id = int(self._tokenizer.pad_token_id or 0)
         self.dim: int = int(config["hidden_size"])
         self.model_id: str = BUNDLED_MODEL_ID if not cfg.model else str(model_dir.resolve())
+        self.model_file: Path = model_file  # its folder name carries the export fingerprint
         logger.info(
             "embedding model loaded",
             extra={"model_id": self.model_id, "dim": self.dim, "onnx": str(model_file),

@@ -148,14 +148,30 @@ def chunk_sizes(settings: Settings, embedder: Any) -> tuple[int, int]:
 def embedding_text(chunk: Chunk) -> str:
     """What the embedder reads for a chunk: its document title and heading path,
     then its text. A chunk deep in a long section no longer loses what it is
-    about; the stored text (and its character offsets) stay the chunk's own."""
+    about; the stored text (and its character offsets) stay the chunk's own.
+    A part the chunk opens with (a section's first chunk starts with its
+    heading line) is not said twice."""
+    opening = _opening_lines(chunk.text)
     path: list[str] = []
     for part in (chunk.title, *chunk.headings):
         part = " ".join(part.split())
-        if part and part not in path:
+        if part and part not in path and part not in opening:
             path.append(part)
     header = " > ".join(path)[:_HEADER_CHARS]
     return f"{header}\n\n{chunk.text}" if header else chunk.text
+
+
+def _opening_lines(text: str, lines: int = 3) -> set[str]:
+    """The first non-empty lines of ``text``, Markdown heading marks and
+    whitespace runs taken out."""
+    out: set[str] = set()
+    for line in text[:4 * _HEADER_CHARS].splitlines():
+        line = " ".join(line.lstrip("#").split())
+        if line:
+            out.add(line)
+            if len(out) == lines:
+                break
+    return out
 
 
 # -- stage 2: embed -------------------------------------------------------------------------

@@ -104,14 +104,20 @@ def load_beir(folder: Path, split: str = "test") -> Dataset:
 def index_corpus(
     data: Dataset, store: Any, *, chunk: ChunkFn, embed: EmbedChunks,
     cache: Path | None = None, batch: int = 256,
+    embedded_text: Callable[[Chunk], str] | None = None, model_tag: str = "",
 ) -> int:
     """Chunk, embed and upsert the corpus into ``store``; returns the chunk
-    count. With ``cache`` (a file), vectors computed once are reused."""
+    count. With ``cache`` (a file), vectors computed once are reused while the
+    key holds: ``model_tag`` (which model and export) and each chunk's id and
+    the text ``embed`` reads for it (``embedded_text``; the chunk's text if
+    not given)."""
     import numpy as np
 
     chunks = [c for doc_id, (title, text) in data.corpus.items()
               for c in chunk(doc_id, title, text)]
-    key = hashlib.sha256("\n".join(f"{c.id}:{c.text}" for c in chunks).encode()).hexdigest()
+    text_of = embedded_text or (lambda c: c.text)
+    key = hashlib.sha256("\n".join(
+        [model_tag, *(f"{c.id}:{text_of(c)}" for c in chunks)]).encode()).hexdigest()
     vectors: Any = None
     if cache is not None and cache.is_file():
         saved = np.load(cache)
@@ -170,10 +176,13 @@ def evaluate(
     data: Dataset, store: Any, *, name: str, split: str, chunk: ChunkFn, embed: EmbedChunks,
     embed_query: EmbedQuery, modes: Sequence[SearchMode] = SEARCH_MODES,
     cache: Path | None = None, settings: dict[str, Any] | None = None,
+    embedded_text: Callable[[Chunk], str] | None = None, model_tag: str = "",
 ) -> Report:
-    """Index ``data`` into ``store`` (an empty collection) and score each mode."""
+    """Index ``data`` into ``store`` (an empty collection) and score each mode;
+    ``cache``, ``embedded_text`` and ``model_tag`` as in ``index_corpus``."""
     started = time.perf_counter()
-    n_chunks = index_corpus(data, store, chunk=chunk, embed=embed, cache=cache)
+    n_chunks = index_corpus(data, store, chunk=chunk, embed=embed, cache=cache,
+                            embedded_text=embedded_text, model_tag=model_tag)
     report = Report(dataset=name, split=split, documents=len(data.corpus), chunks=n_chunks,
                     queries=len(data.queries), index_seconds=round(time.perf_counter() - started,
                                                                    1),

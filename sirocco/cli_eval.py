@@ -7,7 +7,7 @@ import json
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -41,6 +41,12 @@ def product_pipeline(settings: Settings):  # type: ignore[no-untyped-def]
     return chunk, embed, embedder
 
 
+def embedder_tag(embedder: Any) -> str:
+    """Which weights and export produce the vectors (a cache key part): the
+    ONNX file (its folder name carries the export's fingerprint) or the model id."""
+    return str(getattr(embedder, "model_file", "") or embedder.model_id)
+
+
 @eval_app.command("retrieval")
 def eval_retrieval(
     dataset: Annotated[Path, typer.Option(help="BEIR folder: corpus.jsonl, queries.jsonl, "
@@ -56,7 +62,7 @@ def eval_retrieval(
     """Index the dataset into a temporary collection, then print nDCG@10,
     Recall@100, MRR@10 and query latency per search mode; writes a JSON
     report and a PNG chart."""
-    from ingest.pipeline import chunk_sizes
+    from ingest.pipeline import chunk_sizes, embedding_text
     from retrieval.evaluation import MEASURES, evaluate, load_beir, write_chart
     from retrieval.qdrant_store import QdrantStore
     from retrieval.store import SEARCH_MODES
@@ -84,6 +90,7 @@ def eval_retrieval(
                     data, store, name=dataset.name, split=split, chunk=chunk, embed=embed,
                     embed_query=embedder.embed_query, modes=chosen,  # type: ignore[arg-type]
                     cache=out / f"vectors-{dataset.name}-{backend}.npz" if cache else None,
+                    embedded_text=embedding_text, model_tag=embedder_tag(embedder),
                     settings={"embedding_model": embedder.model_id, "backend": backend,
                               "chunk_tokens": size, "overlap_tokens": overlap,
                               "prefetch_limit": settings.retrieval.prefetch_limit,

@@ -373,3 +373,19 @@ def test_embedding_text_puts_the_heading_path_before_the_chunk():
     bare = Chunk(doc_id="d", chunk_index=0, text="plain", title="", source="/p.txt",
                  start_char=0, end_char=5)
     assert embedding_text(bare) == "plain"
+
+
+def test_embedding_text_does_not_repeat_the_heading_the_chunk_opens_with():
+    first = Chunk(doc_id="d", chunk_index=0, text="# Flux Capacitor Guide\n\n## Installation\n\n"
+                  "Unpack it.", title="Flux Capacitor Guide", source="/g.md", start_char=0,
+                  end_char=50, headings=("Flux Capacitor Guide", "Installation"))
+    assert embedding_text(first) == first.text
+    section = Chunk(doc_id="d", chunk_index=1, text="## Cabling\n\nUse only shielded cables.",
+                    title="Flux Capacitor Guide", source="/g.md", start_char=50, end_char=86,
+                    headings=("Flux Capacitor Guide", "Installation", "Cabling"))
+    assert embedding_text(section) == (
+        "Flux Capacitor Guide > Installation\n\n## Cabling\n\nUse only shielded cables.")
+    # A title that only appears inside a sentence is still said.
+    prose = Chunk(doc_id="d", chunk_index=2, text="The Flux Capacitor Guide says so.",
+                  title="Flux Capacitor Guide", source="/g.md", start_char=86, end_char=119)
+    assert embedding_text(prose).startswith("Flux Capacitor Guide\n\n")

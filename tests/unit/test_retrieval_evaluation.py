@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.evaluation import documents_by_best_chunk, load_beir, score
+from retrieval.evaluation import documents_by_best_chunk, index_corpus, load_beir, score
 from sirocco.errors import InvalidInputError
-from sirocco.types import SearchHit
+from sirocco.types import Chunk, SearchHit
 
 MINI = Path(__file__).resolve().parents[1] / "data" / "beir-mini"
 
@@ -45,3 +45,36 @@ def test_metrics_come_from_ir_measures():
     assert got["RR@10"] == pytest.approx(0.75)  # 1 and 1/2
     assert got["R@100"] == 1.0
     assert got["nDCG@10"] == pytest.approx((1 + 1 / 1.5849625) / 2, abs=1e-4)
+
+
+def test_cached_vectors_are_reused_only_for_the_same_model_and_embedded_text(tmp_path):
+    data = load_beir(MINI)
+    upserted: list[int] = []
+
+    class Store:  # a double: index_corpus only upserts
+        def upsert(self, chunks, vectors):
+            upserted.append(len(chunks))
+
+    def chunk(doc_id, title, text):
+        return [Chunk(doc_id=doc_id, chunk_index=0, text=text, title=title, source=doc_id,
+                      start_char=0, end_char=len(text))]
+
+    embedded: list[int] = []
+
+    def embed(chunks):
+        embedded.append(len(chunks))
+        return [[float(len(c.text)), 1.0] for c in chunks]
+
+    cache = tmp_path / "vectors.npz"
+
+    def index(**key):
+        embedded.clear()
+        assert index_corpus(data, Store(), chunk=chunk, embed=embed, cache=cache, **key) == 10
+        return bool(embedded)
+
+    assert index(model_tag="m1") is True  # first run: computed and saved
+    assert index(model_tag="m1") is False  # same key: reused
+    assert index(model_tag="m2") is True  # another model or export
+    assert index(model_tag="m2", embedded_text=lambda c: f"{c.title}\n\n{c.text}") is True
+    assert index(model_tag="m2", embedded_text=lambda c: f"{c.title}\n\n{c.text}") is False
+    assert sum(upserted) == 50
