@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ingest.chunker import chunk_document
 from ingest.embedder import Embedder
 from ingest.formats.base import Limits
+from ingest.formats.text import atx_heading_text
 from ingest.jobs import finish_item_in
 from ingest.models import Document, StagedChunks
 from ingest.parsers import parse_bytes, read_file
@@ -162,11 +163,12 @@ def embedding_text(chunk: Chunk) -> str:
 
 
 def _opening_lines(text: str, lines: int = 3) -> set[str]:
-    """The first non-empty lines of ``text``, Markdown heading marks and
-    whitespace runs taken out."""
+    """The first non-empty lines of ``text``, a heading line as its heading
+    text (the Markdown parser's ATX rule), whitespace runs taken out."""
     out: set[str] = set()
     for line in text[:4 * _HEADER_CHARS].splitlines():
-        line = " ".join(line.lstrip("#").split())
+        heading = atx_heading_text(line)
+        line = " ".join((line if heading is None else heading).split())
         if line:
             out.add(line)
             if len(out) == lines:

@@ -30,6 +30,13 @@ _FM_TITLE = re.compile(r"^title:[ \t]*(.+?)[ \t]*$", re.M)
 CSV_ROWS_PER_SECTION = 200
 
 
+def atx_heading_text(line: str) -> str | None:
+    """The text of an ATX heading line (``## Setup ##`` -> ``Setup``), or None
+    when ``line`` is not one."""
+    atx = _ATX.match(line)
+    return (atx.group(2) or "").strip() if atx else None
+
+
 def parse_markdown_text(text: str, *, stem: str) -> ParsedDocument:
     """Markdown: one section per heading (ATX or setext), fenced code left alone."""
     title = ""

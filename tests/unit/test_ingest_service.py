@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -385,6 +386,8 @@ def test_embedding_text_does_not_repeat_the_heading_the_chunk_opens_with():
                     headings=("Flux Capacitor Guide", "Installation", "Cabling"))
     assert embedding_text(section) == (
         "Flux Capacitor Guide > Installation\n\n## Cabling\n\nUse only shielded cables.")
+    closed = replace(section, text="## Cabling ##\n\nUse only shielded cables.")
+    assert embedding_text(closed).startswith("Flux Capacitor Guide > Installation\n\n##")
     # A title that only appears inside a sentence is still said.
     prose = Chunk(doc_id="d", chunk_index=2, text="The Flux Capacitor Guide says so.",
                   title="Flux Capacitor Guide", source="/g.md", start_char=86, end_char=119)
