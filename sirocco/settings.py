@@ -195,6 +195,12 @@ class CelerySettings(BaseModel):
     # Redis only: an unacked message (its worker was killed) is redelivered after
     # this long. None: long enough for the longest task plus its retry delay.
     visibility_timeout_s: int | None = None
+    # Lost messages (see workers.recovery): a job item still queued, or a parsed
+    # document still waiting for embedding, this long after its last change (a
+    # parse: this plus the time limit) with no message for it in the broker or
+    # a worker, is sent again. Workers look every recover_interval_s (0: never).
+    recover_after_s: int = Field(default=300, ge=0)
+    recover_interval_s: int = Field(default=60, ge=0)
 
 
 class AuthSettings(BaseModel):

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from celery import Celery
 
 from sirocco.settings import Settings
+from workers.recovery import RecoveryStep
 from workers.tasks import RETRY_BACKOFF_MAX_S, queue_names, register_tasks, task_routes
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ def create_celery(settings: Settings) -> SiroccoCelery:
     if broker.startswith("sqla+sqlite:"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     register_tasks(app)
+    app.steps["consumer"].add(RecoveryStep)
     return app
 
 
@@ -79,6 +81,9 @@ def _transport_options(settings: Settings) -> dict[str, object]:
             # sweep, so a killed worker's task came back ~100 s late).
             "unacked_restore_interval": 10,
             "unacked_restore_throttle": 1,
+            # The lock of that scan: a worker killed while it held it (the scan
+            # takes milliseconds) no longer stops everyone's restores for 5 min.
+            "unacked_mutex_expire": 60,
             "socket_timeout": 30,
             "socket_connect_timeout": 10,
             "retry_on_timeout": True,
