@@ -34,6 +34,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
+#: --quick: the 10-document BEIR fixture the tests ship (same code paths, seconds).
+QUICK_DATA = REPO / "tests" / "data" / "beir-mini"
 BACKENDS = ("torch", "onnx", "onnx-int8")
 QUALITY_GATE = 0.005
 
@@ -83,6 +85,8 @@ def search(q: np.ndarray, d: np.ndarray, doc_ids: list[str], qids: list[str], k:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="BEIR SciFact folder")
+    ap.add_argument("--quick", action="store_true",
+                    help="the 10-document fixture in tests/data: a smoke check")
     ap.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated")
     ap.add_argument("--limit-docs", type=int, default=None, help="first N documents only")
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads")
@@ -90,6 +94,11 @@ def main() -> None:
     ap.add_argument("--models-dir", type=Path, default=REPO / "var" / "models",
                     help="ONNX export cache (settings.models_dir)")
     args = ap.parse_args()
+    if args.quick:
+        args.data = QUICK_DATA
+        print(f"--quick: {QUICK_DATA.relative_to(REPO)} (10 documents): a smoke check, "
+              "not a benchmark figure")
+        args.slice = 4
     logging.basicConfig(level=logging.WARNING)
     import ir_measures
     from ir_measures import R, nDCG

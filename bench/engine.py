@@ -111,11 +111,12 @@ HEADER = (f"| {'side':<52} | reqs | tokens |  wall s |   tok/s "
 
 
 def engine_dtype() -> str:
-    """The dtype Sirocco's engine runs the bundled model in on this machine
-    ("auto": float32 on a CPU without native bf16); the peers get the same."""
-    from llm.vllm_engine import cpu_has_native_bf16, effective_dtype
+    """The dtype Sirocco's engine really serves the bundled model in on this
+    machine (``llm.dtype: auto``, resolved by the prepare-time check); the peers
+    get the same, so every side computes alike."""
+    from llm.precision import resolve_dtype
 
-    return effective_dtype("auto", on_cpu=True, native_bf16=cpu_has_native_bf16())
+    return resolve_dtype(settings_for())
 
 
 def settings_for(*, prefix_caching: bool = True) -> Any:

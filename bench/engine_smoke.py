@@ -4,12 +4,14 @@ Measures, for the bundled model:
   1. engine start seconds (``VLLMEngine.start``),
   2. output tokens/s for N concurrent chat requests through the ``Engine`` API,
   3. the same workload with transformers ``generate`` (one padded batch, same
-     checkpoint, same dtype) as the peer, and the ratio.
+     checkpoint, in the dtype the engine serves) as the peer, and the ratio.
 
 Greedy decoding, at most ``--max-tokens`` new tokens; both sides stop at the
 end-of-turn token, so tokens/s uses the tokens each side actually produced.
 
     .venv/bin/python bench/engine_smoke.py --model mistral --n 8 --max-tokens 128
+    .venv/bin/python bench/engine_smoke.py --dtype bfloat16    # the same in bf16
+    .venv/bin/python bench/engine_smoke.py --quick             # smoke check
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 from pathlib import Path
 
 from llm.models import prepare_models
+from llm.precision import resolve_dtype
 from sirocco.settings import LLMSettings, Settings
 from sirocco.types import ChatMessage, GenerationOptions
 
@@ -113,7 +116,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=8, help="concurrent requests")
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--no-peer", action="store_true", help="skip the transformers peer")
+    parser.add_argument("--dtype", default="auto",
+                        help="llm.dtype; auto: what the engine serves here (checked)")
+    parser.add_argument("--quick", action="store_true", help="2 requests x 8 tokens: a smoke check")
     args = parser.parse_args()
+    if args.quick:
+        args.n, args.max_tokens = 2, 8
     logging.basicConfig(level=logging.WARNING)
     # vLLM logs INFO to stdout from three processes; its own knob reaches all of
     # them (the spawned EngineCore and worker inherit the environment).
@@ -121,14 +129,17 @@ def main() -> None:
 
     settings = Settings(
         data_dir=REPO / "var",
-        llm=LLMSettings(bundled=args.model, max_model_len=2048, kv_cache_space_gib=1.0),
+        llm=LLMSettings(bundled=args.model, max_model_len=2048, kv_cache_space_gib=1.0,
+                        dtype=args.dtype),
     )
     prepared = prepare_models(settings)
     model_dir = getattr(prepared, args.model)
+    # The dtype the engine really serves (auto resolved here); the peer gets it too.
+    dtype = resolve_dtype(settings)
 
     start_s, v_s, v_tok = asyncio.run(_vllm(settings, args.n, args.max_tokens))
     v_rate = v_tok / v_s
-    print(f"model: bundled {args.model} ({model_dir.name}), bf16, CPU")
+    print(f"model: bundled {args.model} ({model_dir.name}), {dtype}, CPU")
     print(f"vllm engine start: {start_s:.1f} s")
     print(
         f"vllm: {args.n} concurrent x <= {args.max_tokens} tokens: "
@@ -136,10 +147,10 @@ def main() -> None:
     )
     if args.no_peer:
         return
-    h_s, h_tok, threads = _hf(model_dir, args.n, args.max_tokens, "bfloat16")
+    h_s, h_tok, threads = _hf(model_dir, args.n, args.max_tokens, dtype)
     h_rate = h_tok / h_s
     print(
-        f"transformers generate (batch {args.n}, bf16, {threads} threads): "
+        f"transformers generate (batch {args.n}, {dtype}, {threads} threads): "
         f"{h_tok} tokens in {h_s:.2f} s = {h_rate:.1f} tok/s"
     )
     print(f"ratio vllm/transformers: {v_rate / h_rate:.2f}x")

@@ -41,6 +41,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
+#: --quick: the 10-document BEIR fixture the tests ship (same code paths, seconds).
+QUICK_DATA = REPO / "tests" / "data" / "beir-mini"
 
 
 def load_corpus(data: Path, limit: int | None) -> list[dict[str, str]]:
@@ -175,6 +177,8 @@ def raw_encode(texts: list[str], model_dir: str, batch_size: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--quick", action="store_true",
+                    help="the 10-document fixture in tests/data: a smoke check")
     ap.add_argument("--limit", type=int, default=None, help="only the first N documents")
     ap.add_argument("--threads", type=int, default=None, help="embedding threads")
     ap.add_argument("--skip-peer", action="store_true", help="no LangChain run")
@@ -183,6 +187,10 @@ def main() -> None:
                          "token budget via from_huggingface_tokenizer, or both")
     ap.add_argument("--skip-raw", action="store_true", help="no raw-encode runs")
     args = ap.parse_args()
+    if args.quick:
+        args.data = QUICK_DATA
+        print(f"--quick: {QUICK_DATA.relative_to(REPO)} (10 documents): a smoke check, "
+              "not a benchmark figure")
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not (args.data / "corpus.jsonl").is_file():

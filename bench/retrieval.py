@@ -25,6 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
+#: --quick: the 10-document BEIR fixture the tests ship (same code paths, seconds).
+QUICK_DATA = REPO / "tests" / "data" / "beir-mini"
 
 
 def latencies(methods: dict, queries: list[str]) -> dict[str, tuple[float, float]]:  # type: ignore[type-arg]
@@ -47,8 +49,14 @@ def latencies(methods: dict, queries: list[str]) -> dict[str, tuple[float, float
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--quick", action="store_true",
+                    help="the 10-document fixture in tests/data: a smoke check")
     ap.add_argument("--split", default="test")
     args = ap.parse_args()
+    if args.quick:
+        args.data = QUICK_DATA
+        print(f"--quick: {QUICK_DATA.relative_to(REPO)} (10 documents): a smoke check, "
+              "not a benchmark figure")
     logging.basicConfig(level=logging.WARNING)
     if not (args.data / "corpus.jsonl").is_file():
         sys.exit(f"{args.data}/corpus.jsonl not found (see ../shared/data/README.md)")

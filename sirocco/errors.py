@@ -2,6 +2,7 @@
 
     SiroccoError
     ├── ConfigError              settings or environment cannot work
+    │   └── ModelCheckError          a bundled model misses its reference answers here
     ├── NotFoundError            a document, job, trace ... does not exist
     │   └── ModelNotFoundError       a request names a model this server does not serve
     ├── InvalidInputError        the caller sent something we refuse
@@ -36,6 +37,10 @@ class SiroccoError(Exception):
 
 class ConfigError(SiroccoError):
     code = "config_error"
+
+
+class ModelCheckError(ConfigError):
+    code = "model_check_failed"
 
 
 class NotFoundError(SiroccoError):

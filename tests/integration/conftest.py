@@ -55,12 +55,24 @@ def prepared_models(models_settings: Settings):
 
 
 @pytest.fixture(scope="session")
-def engine_settings(models_settings: Settings) -> Settings:
-    """Small engine for tests: bundled Mistral, 2k context, 1 GiB KV cache."""
+def served_dtype(prepared_models, models_settings: Settings) -> str:
+    """The dtype in which the bundled Mistral gives its reference answers on this
+    machine (the prepare-time check's verdict: float32 on both CPU kinds seen)."""
+    from llm.models import check_served_dtypes
+
+    return check_served_dtypes(prepared_models, models_settings.models_path)["mistral"]
+
+
+@pytest.fixture(scope="session")
+def engine_settings(models_settings: Settings, served_dtype: str) -> Settings:
+    """Small engine for tests: bundled Mistral, 2k context, 1 GiB KV cache, in
+    the dtype checked to give the reference answers here, stated explicitly:
+    tests that pin an answer ("Paris", "4") rely on it."""
     return models_settings.model_copy(
         update={
             "llm": LLMSettings(
                 bundled="mistral",
+                dtype=served_dtype,
                 max_model_len=2048,
                 kv_cache_space_gib=1.0,
                 enforce_eager=True,

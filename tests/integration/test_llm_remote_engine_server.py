@@ -40,8 +40,10 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def vllm_server(prepared_models, models_settings, tmp_path_factory) -> Iterator[str]:
-    """Base URL (``.../v1``) of a vLLM OpenAI server serving the bundled model."""
+def vllm_server(prepared_models, models_settings, served_dtype, tmp_path_factory
+                ) -> Iterator[str]:
+    """Base URL (``.../v1``) of a vLLM OpenAI server serving the bundled model,
+    in the dtype the in-process engine serves (checked against the reference)."""
     import importlib.util
 
     if importlib.util.find_spec("vllm") is None:
@@ -53,7 +55,7 @@ def vllm_server(prepared_models, models_settings, tmp_path_factory) -> Iterator[
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
            "--model", str(bundled_model_path(models_settings, "mistral")),
            "--served-model-name", "sirocco", "--host", "127.0.0.1", "--port", str(port),
-           "--api-key", API_KEY, "--dtype", "bfloat16", "--max-model-len", "2048",
+           "--api-key", API_KEY, "--dtype", served_dtype, "--max-model-len", "2048",
            "--enforce-eager", "--max-num-seqs", "8", "--seed", "0",
            "--kv-cache-memory-bytes", str(1 << 30),
            # vLLM's server refuses tool_choice without a parser. Not hermes: with

@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from llm.models import (  # noqa: E402
+from llm.conversion import (  # noqa: E402
     mistral_from_llama,
     mixtral_from_llama,
     write_checkpoint,

@@ -94,21 +94,6 @@ def test_engine_info_of_a_gpu_profile_without_starting(monkeypatch, tmp_path) ->
     assert "gpu_memory_utilization=0.9" in info["kv_cache"]
 
 
-def test_auto_dtype_is_float32_on_a_cpu_without_native_bf16() -> None:
-    from llm.vllm_engine import cpu_has_native_bf16, effective_dtype
-
-    epyc = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
-    sapphire = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16\n"
-    graviton = "processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n"
-    assert not cpu_has_native_bf16(epyc)
-    assert cpu_has_native_bf16(sapphire) and cpu_has_native_bf16(graviton)
-    assert effective_dtype("auto", on_cpu=True, native_bf16=False) == "float32"
-    assert effective_dtype("auto", on_cpu=True, native_bf16=True) == "auto"
-    assert effective_dtype("auto", on_cpu=False, native_bf16=False) == "auto"
-    # An explicit choice is kept.
-    assert effective_dtype("bfloat16", on_cpu=True, native_bf16=False) == "bfloat16"
-
-
 def test_cpu_thread_binding_splits_cores_when_numa_nodes_are_fewer_than_ranks() -> None:
     from llm.vllm_engine import cpu_thread_binding
 
