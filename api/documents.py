@@ -19,6 +19,7 @@ from typing import BinaryIO, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.types import Message, Receive
 
 from api.schemas import AcceptedDocument, DocumentStatus
 from api.services import Services
@@ -71,8 +72,29 @@ def sanitize_filename(name: str) -> str:
 
 
 def too_large(limit_bytes: int) -> DocumentTooLargeError:
+    """The error for a request body over ``limit_bytes``."""
     mb = limit_bytes / (1024 * 1024)
     return DocumentTooLargeError(f"upload too large: the limit is {mb:g} MB per request")
+
+
+def capped_receive(receive: Receive, max_bytes: int, *, limit_bytes: int) -> Receive:
+    """``receive`` (ASGI) that counts the request body and raises ``too_large(limit_bytes)``
+    as soon as more than ``max_bytes`` have arrived, so an upload without
+    Content-Length is cut at the limit instead of being spooled whole. Starlette's
+    form parser closes (and so deletes) the temporary files of the parts read so
+    far when it raises."""
+    seen = 0
+
+    async def counted() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > max_bytes:
+                raise too_large(limit_bytes)
+        return message
+
+    return counted
 
 
 async def accept_uploads(

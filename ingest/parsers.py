@@ -20,6 +20,7 @@ from ingest.formats.base import (
     ParsedDocument,
     Section,
     decode_text,
+    too_much_text,
 )
 from ingest.formats.detect import (
     EXTENSIONS,
@@ -121,6 +122,10 @@ def parse_bytes(data: bytes, *, name: str, limits: Limits | None = None) -> Pars
     doc = PARSERS[fmt](data, name=name, stem=stem, limits=limits)
     if not doc.full_text.strip():
         raise ParseError(f"{name} is empty: no text could be extracted")
+    # Parsers whose output can outgrow their input check as they go; this
+    # catches the rest (a 100 MB text file, a message with many attachments).
+    if len(doc.full_text) > limits.max_chars:
+        raise too_much_text(name, limits)
     logger.debug("parsed", extra={"file": name, "format": fmt, "sections": len(doc.sections)})
     return doc
 

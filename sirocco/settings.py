@@ -201,6 +201,9 @@ class CelerySettings(BaseModel):
     # a worker, is sent again. Workers look every recover_interval_s (0: never).
     recover_after_s: int = Field(default=300, ge=0)
     recover_interval_s: int = Field(default=60, ge=0)
+    max_memory_per_child_kib: int = Field(default=2_097_152, ge=0, description=(
+        "A worker child past this resident memory (KiB) is replaced after its task "
+        "(Celery's worker_max_memory_per_child); 0: never."))
 
 
 class AuthSettings(BaseModel):
@@ -235,6 +238,12 @@ class IngestSettings(BaseModel):
     # Zip-based formats (docx, xlsx, pptx, odt, epub): refuse likely zip bombs.
     max_zip_ratio: float = 100
     max_zip_expanded_mb: float = 500
+    max_chars: int = Field(default=20_000_000, ge=1,
+                           description="Characters of text one document may yield.")
+    max_cells: int = Field(default=2_000_000, ge=1, description=(
+        "Spreadsheet cells one document may hold (cells read, not the size a sheet claims)."))
+    max_repeat: int = Field(default=10_000, ge=1, description=(
+        "Largest repeat count a file may ask for (an OpenDocument run of spaces)."))
 
 
 class TracesSettings(BaseModel):

@@ -54,6 +54,9 @@ def create_celery(settings: Settings) -> SiroccoCelery:
         # On a lost broker connection unacked messages come back anyway: stop the
         # running copies instead of finishing them twice.
         worker_cancel_long_running_tasks_on_connection_loss=True,
+        # A child that a big document left bloated (parsers free memory to the
+        # allocator, not always to the OS) is replaced once its task is done.
+        worker_max_memory_per_child=c.max_memory_per_child_kib or None,
         task_time_limit=c.task_time_limit_s,
         task_soft_time_limit=c.task_soft_time_limit_s,
         broker_connection_retry_on_startup=True,

@@ -11,7 +11,13 @@ from starlette.datastructures import UploadFile
 
 from api.auth import PrincipalDep, caller_of
 from api.deps import ServicesDep, SettingsDep
-from api.documents import accept_uploads, document_status, list_documents, too_large
+from api.documents import (
+    accept_uploads,
+    capped_receive,
+    document_status,
+    list_documents,
+    too_large,
+)
 from api.schemas import ERROR_RESPONSES, DocumentStatus, UploadAccepted
 from api.services import Services
 from ingest.jobs import add_items, create_job, finish_if_complete
@@ -54,6 +60,10 @@ async def upload_documents(
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit + MULTIPART_SLACK:
         raise too_large(limit)
+    # A chunked body has no Content-Length (and a declared one may be wrong):
+    # the bytes are counted as they arrive and the upload cut at the limit.
+    request = Request(request.scope, capped_receive(request.receive, limit + MULTIPART_SLACK,
+                                                    limit_bytes=limit))
     async with request.form(max_files=MAX_FILES, max_fields=MAX_FILES) as form:
         files = [f for key in ("files", "file") for f in form.getlist(key)
                  if isinstance(f, UploadFile)]

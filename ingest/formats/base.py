@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from sirocco.errors import ParseError
+from sirocco.errors import DocumentTooLargeError, ParseError
 
 if TYPE_CHECKING:
     from sirocco.settings import IngestSettings
@@ -52,6 +52,9 @@ class Limits:
     max_pages: int = 2000
     max_zip_ratio: float = 100.0
     max_zip_expanded_bytes: int = 500 * MB
+    max_chars: int = 20_000_000
+    max_cells: int = 2_000_000
+    max_repeat: int = 10_000
 
     @classmethod
     def from_settings(cls, ingest: IngestSettings) -> Limits:
@@ -61,7 +64,55 @@ class Limits:
             max_pages=ingest.max_pages,
             max_zip_ratio=ingest.max_zip_ratio,
             max_zip_expanded_bytes=int(ingest.max_zip_expanded_mb * MB),
+            max_chars=ingest.max_chars,
+            max_cells=ingest.max_cells,
+            max_repeat=ingest.max_repeat,
         )
+
+
+def over_limit(name: str, what: str, limit: str, setting: str) -> DocumentTooLargeError:
+    """The error for a file past one of the ``Limits``: what was found, the limit
+    (e.g. "2000 pages") and the setting that raises it."""
+    return DocumentTooLargeError(f"{name}: {what}; the limit is {limit} (setting ingest.{setting})")
+
+
+class Budget:
+    """What one document has cost so far, checked against its ``Limits`` as a parser
+    goes, so a small file that expands (shared strings, repeat counts) is refused
+    before its text fills memory, not after."""
+
+    def __init__(self, name: str, limits: Limits) -> None:
+        self.name, self.limits = name, limits
+        self.chars = 0
+        self.cells = 0
+
+    def text(self, size: int) -> None:
+        """Count ``size`` more characters; raises ``DocumentTooLargeError`` past ``max_chars``."""
+        self.chars += size
+        if self.chars > self.limits.max_chars:
+            raise too_much_text(self.name, self.limits)
+
+    def cell(self, count: int = 1) -> None:
+        """Count spreadsheet cells; raises ``DocumentTooLargeError`` past ``max_cells``."""
+        self.cells += count
+        if self.cells > self.limits.max_cells:
+            n = self.limits.max_cells
+            raise over_limit(self.name, f"too many cells (more than {n})",
+                             f"{n} cells per document", "max_cells")
+
+    def repeat(self, count: int, what: str) -> int:
+        """``count`` if a file may repeat something that often, else ``DocumentTooLargeError``."""
+        if count > self.limits.max_repeat:
+            raise over_limit(self.name, f"{what} repeated {count} times",
+                             f"{self.limits.max_repeat} repeats", "max_repeat")
+        return count
+
+
+def too_much_text(name: str, limits: Limits) -> DocumentTooLargeError:
+    """The error for a document whose text is over ``limits.max_chars``."""
+    n = limits.max_chars
+    return over_limit(name, f"too much text (more than {n} characters)",
+                      f"{n} characters per document", "max_chars")
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,12 +13,14 @@ from xml.etree import ElementTree
 
 from ingest.formats.base import (
     SPACES,
+    Budget,
     Limits,
     ParsedDocument,
     Section,
     SectionBuilder,
     cell_text,
     markdown_table,
+    over_limit,
     table_row,
     tidy,
 )
@@ -84,9 +86,8 @@ def parse_pptx(data: bytes, *, name: str, stem: str, limits: Limits) -> ParsedDo
         prs = Presentation(io.BytesIO(data))
         slides = list(prs.slides)
         if len(slides) > limits.max_pages:
-            raise DocumentTooLargeError(
-                f"{name}: too many slides ({len(slides)}); the limit is {limits.max_pages}"
-            )
+            raise over_limit(name, f"too many slides ({len(slides)})",
+                             f"{limits.max_pages} slides", "max_pages")
         sections = []
         for number, slide in enumerate(slides, start=1):
             title_shape = slide.shapes.title
@@ -132,22 +133,56 @@ def _shape_lines(shape: Any) -> Iterator[str]:
 
 
 def parse_xlsx(data: bytes, *, name: str, stem: str, limits: Limits) -> ParsedDocument:
-    """Excel: sections per sheet (heading = sheet name), rows as a markdown table."""
+    """Excel: sections per sheet (heading = sheet name), rows as a markdown table.
+
+    Only the cells a sheet really holds are read and counted (``max_cells``,
+    ``max_chars``); the size its ``<dimension>`` claims allocates nothing."""
     import openpyxl
 
+    budget = Budget(name, limits)
     sections: list[Section] = []
     try:
         wb = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
         try:
             title = (wb.properties.title or "").strip()
             for ws in wb.worksheets:
-                rows = [[_xl_cell(v) for v in row] for row in ws.iter_rows(values_only=True)]
-                sections.extend(_table_sections(rows, heading=ws.title))
+                sections.extend(_table_sections(_sheet_rows(ws, budget), heading=ws.title))
         finally:
             wb.close()
+    except DocumentTooLargeError:
+        raise
     except Exception as exc:
         raise ParseError(f"{name}: corrupt Excel file ({type(exc).__name__}: {exc})") from None
     return ParsedDocument(title=title or stem, sections=tuple(sections), format="xlsx")
+
+
+def _sheet_rows(ws: Any, budget: Budget) -> list[list[str]]:
+    """The sheet's rows that hold text, over the columns that hold text anywhere."""
+    from openpyxl.worksheet._reader import WorkSheetParser
+
+    # openpyxl's row iterators pad each row to the <dimension> width and yield
+    # every missing row, so a sheet claiming A1:XFD1048576 with a cell in its last
+    # row costs 17 billion cells. Its sheet parser (what those iterators read
+    # from) streams the cells the XML really has.
+    wb = ws.parent
+    rows: list[dict[int, str]] = []
+    with ws._get_source() as src:
+        parser = WorkSheetParser(src, ws._shared_strings, data_only=wb.data_only,
+                                 epoch=wb.epoch, date_formats=wb._date_formats,
+                                 timedelta_formats=wb._timedelta_formats)
+        for _, cells in parser.parse():
+            budget.cell(len(cells))
+            row = {}
+            for cell in cells:
+                text = _xl_cell(cell["value"])
+                if text:
+                    # Shared strings make a short file yield a long text: count it.
+                    budget.text(len(text))
+                    row[cell["column"]] = text
+            if row:
+                rows.append(row)
+    columns = sorted({col for row in rows for col in row})
+    return [[row.get(col, "") for col in columns] for row in rows]
 
 
 def _xl_cell(value: object) -> str:
@@ -200,20 +235,23 @@ def parse_odt(data: bytes, *, name: str, stem: str, limits: Limits) -> ParsedDoc
         except ElementTree.ParseError:
             title = ""
     body = root.find(f"{_q('office', 'body')}/{_q('office', 'text')}")
+    budget = Budget(name, limits)
     b = SectionBuilder()
     todo = list(reversed(list(body))) if body is not None else []
     while todo:
         el = todo.pop()
         if el.tag == _q("text", "h"):
-            text = SPACES.sub(" ", _odf_text(el)).strip()
-            level = int(el.get(_q("text", "outline-level"), "1") or 1)
+            text = SPACES.sub(" ", _odf_text(el, budget)).strip()
+            level = _odf_int(el.get(_q("text", "outline-level")))
             if text:
                 b.heading(level, text, text)
         elif el.tag == _q("text", "p"):
-            b.add(_odf_text(el).strip())
+            b.add(_odf_text(el, budget).strip())
         elif el.tag == _q("table", "table"):
+            # Repeat attributes (table:number-columns-repeated ...) are not
+            # expanded: each cell element is read once.
             rows = [
-                [cell_text(_odf_text(c)) for c in row.iter(_q("table", "table-cell"))]
+                [cell_text(_odf_text(c, budget)) for c in row.iter(_q("table", "table-cell"))]
                 for row in el.iter(_q("table", "table-row"))
             ]
             for line in markdown_table(rows):
@@ -225,19 +263,39 @@ def parse_odt(data: bytes, *, name: str, stem: str, limits: Limits) -> ParsedDoc
     return ParsedDocument(title=title, sections=tuple(b.sections), format="odt")
 
 
-def _odf_text(el: ElementTree.Element) -> str:
-    """Text of a paragraph, honouring <text:s/> (spaces), tabs and line breaks."""
-    parts = [el.text or ""]
-    for child in el:
-        if child.tag == _q("text", "s"):
-            parts.append(" " * int(child.get(_q("text", "c"), "1") or 1))
-        elif child.tag == _q("text", "tab"):
-            parts.append("\t")
-        elif child.tag == _q("text", "line-break"):
-            parts.append("\n")
-        elif child.tag == _q("text", "note"):
-            pass  # footnote bodies would interrupt the sentence
+def _odf_int(value: str | None) -> int:
+    """A count attribute (text:c, text:outline-level); 1 when absent or not a number."""
+    try:
+        return int(value or 1)
+    except ValueError:
+        return 1
+
+
+def _odf_text(el: ElementTree.Element, budget: Budget) -> str:
+    """Text of a paragraph, honouring <text:s/> (spaces), tabs and line breaks.
+
+    Walked with a stack, not recursion: spans may nest deeper than Python's
+    recursion limit. Each piece is counted against ``budget``."""
+    parts: list[str] = []
+    # Elements still to read, and the tails that follow them, in document order.
+    todo: list[ElementTree.Element | str] = [el]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            piece = item
+        elif item.tag == _q("text", "s"):
+            count = _odf_int(item.get(_q("text", "c")))
+            piece = " " * budget.repeat(count, "a space (text:s)")
+        elif item.tag == _q("text", "tab"):
+            piece = "\t"
+        elif item.tag == _q("text", "line-break"):
+            piece = "\n"
+        elif item.tag == _q("text", "note"):
+            piece = ""  # footnote bodies would interrupt the sentence
         else:
-            parts.append(_odf_text(child))
-        parts.append(child.tail or "")
+            piece = item.text or ""
+            for child in reversed(item):
+                todo.extend((child.tail or "", child))
+        budget.text(len(piece))
+        parts.append(piece)
     return "".join(parts)

@@ -144,6 +144,46 @@ async def test_oversize_upload_is_413_and_nothing_kept(settings, factory, size) 
     assert ingest.registered == [] and ingest.enqueued == []
 
 
+def chunked_upload(size: int, sent: list[int], boundary: str = "b0undary") -> Any:
+    """A multipart body of one ``size``-byte file as an async generator (so httpx
+    sends it chunked, without Content-Length); ``sent`` counts the bytes taken."""
+
+    async def body() -> Any:
+        head = (f'--{boundary}\r\nContent-Disposition: form-data; name="files"; '
+                'filename="big.txt"\r\nContent-Type: text/plain\r\n\r\n').encode()
+        chunk = b"x" * (64 * 1024)
+        parts = [head, *[chunk] * (size // len(chunk)), f"\r\n--{boundary}--\r\n".encode()]
+        for part in parts:
+            sent[0] += len(part)
+            yield part
+
+    return body()
+
+
+@pytest.mark.parametrize(("size", "status"), [(20 * MB, 413), (MB // 2, 202)])
+async def test_chunked_upload_is_counted_and_cut_at_the_limit(settings, factory, size,
+                                                               status) -> None:
+    from api.routes.documents import MULTIPART_SLACK
+
+    ingest = FakeIngest(factory)
+    sent = [0]
+    async with client_for(make_app(settings, factory, ingest)) as client:
+        request = client.build_request(
+            "POST", "/api/documents", content=chunked_upload(size, sent),
+            headers={"Content-Type": "multipart/form-data; boundary=b0undary"})
+        assert "content-length" not in request.headers
+        assert request.headers["transfer-encoding"] == "chunked"
+        response = await client.send(request)
+    assert response.status_code == status, response.text
+    if status == 202:
+        assert [p.stat().st_size for p in saved_files(settings)] == [size]
+        return
+    assert response.json()["error"]["message"] == "upload too large: the limit is 1 MB per request"
+    # Cut once past the limit (plus multipart framing), not after reading 20 MB.
+    assert sent[0] <= MB + MULTIPART_SLACK + 64 * 1024
+    assert saved_files(settings) == [] and ingest.registered == []
+
+
 async def test_files_together_over_the_limit_are_refused(settings, factory) -> None:
     ingest = FakeIngest(factory)
     half = b"x" * (MB // 2 + 10)

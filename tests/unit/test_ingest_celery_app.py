@@ -35,6 +35,15 @@ def test_celery_contract(tmp_path: Path):
                              EMBED_DOCUMENT: {"queue": "sirocco.embed"}}
 
 
+def test_worker_children_are_replaced_past_a_memory_ceiling(tmp_path: Path):
+    # A child bloated by one big document is replaced after its task (KiB).
+    assert create_celery(Settings(data_dir=tmp_path)).conf.worker_max_memory_per_child == 2097152
+    app = create_celery(Settings(data_dir=tmp_path, celery={"max_memory_per_child_kib": 1024}))
+    assert app.conf.worker_max_memory_per_child == 1024
+    off = create_celery(Settings(data_dir=tmp_path, celery={"max_memory_per_child_kib": 0}))
+    assert off.conf.worker_max_memory_per_child is None
+
+
 def test_queue_prefix_names_both_queues(tmp_path: Path):
     app = create_celery(Settings(data_dir=tmp_path, celery={"queue_prefix": "acme"}))
     assert app.conf.task_routes[PARSE_DOCUMENT] == {"queue": "acme.parse"}

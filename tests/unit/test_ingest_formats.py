@@ -141,10 +141,11 @@ def test_page_limits_for_pdf_and_pptx():
 
 def test_limits_from_settings():
     settings = Settings(ingest={"max_file_mb": 2, "max_pages": 7, "max_zip_ratio": 50,
-                                "max_zip_expanded_mb": 10})
+                                "max_zip_expanded_mb": 10, "max_chars": 1000, "max_cells": 99,
+                                "max_repeat": 5})
     assert Limits.from_settings(settings.ingest) == Limits(
         max_file_bytes=2 * 1024 * 1024, max_pages=7, max_zip_ratio=50,
-        max_zip_expanded_bytes=10 * 1024 * 1024)
+        max_zip_expanded_bytes=10 * 1024 * 1024, max_chars=1000, max_cells=99, max_repeat=5)
     assert Limits.from_settings(Settings().ingest) == Limits()
 
 
