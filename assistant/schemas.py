@@ -48,8 +48,11 @@ class Source(BaseModel):
 class CitedClaim(BaseModel):
     """One sentence of the answer citing a source, checked against that source.
 
-    ``support``: share of the sentence's content terms (stemmed) found in the
-    cited chunk; ``supported``: at least ``assistant.citation_min_support``.
+    ``support``: share of the sentence's content terms (stemmed, negations
+    kept) found in the cited chunk; 0 for a sentence without content words or
+    whose negation the best matching chunk sentence does not share (or the
+    other way round). ``supported``: at least ``assistant.citation_min_support``.
+    Lexical overlap, not entailment.
     ``snippet``: the chunk passage that best supports it, at document character
     offsets ``snippet_start``..``snippet_end`` (None when unknown).
     """
@@ -78,12 +81,24 @@ class CitedClaim(BaseModel):
 
 
 class Citation(Source):
-    """A source the answer relies on. ``inferred`` is True when the model cited
-    nothing and Sirocco attributed the answer to the top source itself.
+    """A source the answer relies on.
 
-    ``supported`` is False when a sentence citing this source is not backed by
-    it (see ``claims``); None when nothing was checked (inferred citations).
-    ``snippet`` is then the supporting passage, at ``snippet_start``..``snippet_end``.
+    ``inferred``: False when the model wrote the ``[n]`` marker itself; True
+    when the model cited nothing and Sirocco attributed the answer to the top
+    source (a guess, never checked; the not-found answer gets none). Clients
+    should show it as such ("inferred"), not as the model's citation.
+
+    ``supported``: whether every sentence citing this source shares enough of
+    its content words with the chunk (``assistant.citation_min_support``, with
+    negations required to agree; see ``claims``). A *lexical overlap* check, not
+    entailment: True means the words are there, not that the claim follows;
+    False ("not supported") means the citation likely points at the wrong
+    chunk or the claim is not in it. None when nothing was checked (inferred
+    citations). ``snippet`` is then the supporting passage, at
+    ``snippet_start``..``snippet_end``.
+
+    Only model-written citations that are not unsupported mark their chunks
+    as cited in the trace (and as positives of ``retrieval-triplets``).
     """
 
     model_config = ConfigDict(json_schema_extra={"examples": [{

@@ -7,7 +7,6 @@ dependency on them.
 
 from __future__ import annotations
 
-import json
 import logging
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from sirocco.cli_ask import ask
 from sirocco.cli_engine import engine_app
 from sirocco.cli_eval import eval_app
 from sirocco.cli_index import index_app
@@ -41,6 +41,7 @@ app.add_typer(index_app, name="index")
 app.add_typer(keys_app, name="keys")
 app.add_typer(traces_app, name="traces")
 app.add_typer(engine_app, name="engine")
+app.command()(ask)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -220,54 +221,6 @@ def ingest(
     console.print(f"queued {queued} document(s) as job {job_id}")
     if wait and _wait_for_job(settings, job_id, timeout):
         raise typer.Exit(code=2)
-
-
-@app.command()
-def ask(
-    question: Annotated[str, typer.Argument(help="The question.")],
-    url: Annotated[
-        str | None, typer.Option(help="Server URL (default: the configured one).")
-    ] = None,
-    api_key: Annotated[
-        str | None, typer.Option(envvar="SIROCCO_API_KEY", help="API key (sirocco keys create).")
-    ] = None,
-) -> None:
-    """Ask the running server; streams the answer, then lists the citations."""
-    import httpx
-
-    settings = get_settings()
-    base = url or f"http://{settings.api.host}:{settings.api.port}"
-    done: dict | None = None
-    try:
-        with httpx.stream(
-            "POST",
-            f"{base}/api/chat",
-            json={"question": question},
-            headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
-            timeout=httpx.Timeout(600, connect=5),
-        ) as resp:
-            if resp.status_code != 200:
-                resp.read()
-                _fail(f"server answered {resp.status_code}: {resp.text}")
-            for line in resp.iter_lines():
-                if not line.startswith("data: "):
-                    continue
-                data = line[len("data: ") :]
-                if data == "[DONE]":
-                    break
-                event = json.loads(data)
-                if event["type"] == "delta":
-                    console.print(event["text"], end="", markup=False, highlight=False)
-                elif event["type"] == "error":
-                    _fail(event.get("message", "generation failed"))
-                elif event["type"] == "done":
-                    done = event
-    except httpx.ConnectError:
-        _fail(f"no server at {base}; start one with `make run` or `sirocco serve`")
-    console.print()
-    for c in (done or {}).get("citations", []):
-        page = f" p.{c['page']}" if c.get("page") else ""
-        console.print(f"[{c['n']}] {c['title']} ({c['source']}{page})", markup=False)
 
 
 @app.command()

@@ -176,7 +176,8 @@ class TraceToolCall(Base):
 
 class TraceRetrievedChunk(Base):
     """A chunk retrieval returned, with its rank and scores; ``in_prompt`` when
-    the model saw it, ``text`` as it was then."""
+    the model saw it, ``cited`` when a model-written citation the support check
+    did not reject points at it (``traces.citations``), ``text`` as it was then."""
 
     __tablename__ = "trace_retrieved_chunks"
 

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sirocco import __version__
 from sirocco.db import session_scope, utcnow
+from traces.citations import cited_chunk_ids
 from traces.models import SPAN_KINDS
 from traces.schemas import TracePublic
 from traces.store import (
@@ -200,10 +201,12 @@ class TraceRecorder:
         """Complete the trace (only the first call counts; later calls return None).
 
         ``retrieved``: ``{chunk_id, doc_id, score, rank}`` plus optionally
-        ``text``, ``in_prompt``, ``rerank_score``; ``tool_calls``: the calls the
-        model made (``{id, name, arguments}``), kept even when ``answer`` is
-        empty. Returns the stored trace, or None when it could not be stored
-        (logged) or is being written in the background.
+        ``text``, ``in_prompt``, ``rerank_score``; a chunk is stored as cited
+        only through a model-written, not unsupported citation
+        (``traces.citations``). ``tool_calls``: the calls the model made
+        (``{id, name, arguments}``), kept even when ``answer`` is empty.
+        Returns the stored trace, or None when it could not be stored (logged)
+        or is being written in the background.
         """
         if status not in ("ok", "error"):
             raise ValueError(f"status must be 'ok' or 'error', got {status!r}")
@@ -259,9 +262,7 @@ class TraceRecorder:
                         completion_tokens: int | None, tool_calls: Sequence[dict[str, Any]],
                         finish_reason: str | None, prompt_template: str | None,
                         prompt_template_version: str | None) -> dict[str, Any]:
-        cited = {c.get("chunk_id") for c in citations}
-        for c in citations:
-            cited.update(c.get("chunk_ids") or ())
+        cited = cited_chunk_ids(citations)
         output: dict[str, Any] = {"role": "assistant", "content": answer, "is_output": True}
         if tool_calls:
             output["tool_calls"] = [

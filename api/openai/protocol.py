@@ -10,7 +10,11 @@ Sirocco's extensions, both optional:
 - response ``sirocco``: ``{"sources": [...], "citations": [...], "trace_id": "..."}``
   on the completion, and on the streamed chunk that carries ``finish_reason``.
   Each source/citation has ``n`` (the ``[n]`` marker), ``doc_id``, ``chunk_id``,
-  ``title``, ``source``, ``page``, ``start_char``, ``end_char``, ``snippet``.
+  ``title``, ``source``, ``page``, ``start_char``, ``end_char``, ``snippet``;
+  a citation also has ``inferred`` (true: the model cited nothing, Sirocco
+  attributed the answer to its top source) and ``supported`` (false: a
+  sentence citing it shares too few words with the chunk; null: not checked),
+  as in ``assistant.schemas.Citation``.
 """
 
 from __future__ import annotations

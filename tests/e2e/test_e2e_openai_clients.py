@@ -53,8 +53,15 @@ def test_openai_client_streams_an_answer_citing_the_document(server: Server,
     assert finish in ("stop", "length")
     assert usage is not None and usage.prompt_tokens > 0 and usage.completion_tokens > 0
     assert extra is not None, "the final chunk carries the sources"
+    # The bundled 135M model rarely writes [n]; this test accepts an inferred
+    # citation (Sirocco's attribution to its top source, never checked, so
+    # supported null); one the model wrote always is checked.
     top = extra["citations"][0]
     assert top["doc_id"] == server.docs["zephyr.md"]
+    if top["inferred"]:
+        assert top["supported"] is None, top
+    else:
+        assert isinstance(top["supported"], bool), top
     assert top["source"].endswith("zephyr.md") and "ZX-4471" in top["snippet"]
     assert server.docs["board.md"] not in {s["doc_id"] for s in extra["sources"]}
 

@@ -94,8 +94,13 @@ async def test_forced_search_documents_round_trip_through_the_api(
     assert all("salary" not in item["text"] for item in found)
     assert all("salary" not in s["snippet"] for s in body["sources"])
     assert body["answer"].strip()
+    # The small model may cite nothing: an inferred citation is accepted; it is
+    # never checked (supported null), while one the model wrote always is.
     for citation in body["citations"]:
-        assert citation["inferred"] or citation["supported"] in (True, False)
+        if citation["inferred"]:
+            assert citation["supported"] is None, citation
+        else:
+            assert isinstance(citation["supported"], bool), citation
 
     with session_scope(factory) as s:
         trace = s.get(Trace, body["trace_id"])

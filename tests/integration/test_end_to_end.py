@@ -186,11 +186,19 @@ async def test_chat_answer_cites_the_ingested_document(
         answer = "".join(d["text"] for d in deltas)
         final = done[0]
         assert answer.strip()
-        # The top citation is the uploaded document that holds the answer.
+        # The top citation is the uploaded document that holds the answer. The
+        # bundled 135M model rarely writes [n]; this test accepts an inferred
+        # citation (Sirocco's attribution to its top source). That one is never
+        # checked (supported null); one the model wrote always is.
         assert final["citations"], final
-        assert final["citations"][0]["doc_id"] == doc_id
-        assert final["citations"][0]["source"].endswith("zephyr.md")
-        assert "ZX-4471" in final["citations"][0]["snippet"]
+        top = final["citations"][0]
+        assert top["doc_id"] == doc_id
+        assert top["source"].endswith("zephyr.md")
+        assert "ZX-4471" in top["snippet"]
+        if top["inferred"]:
+            assert top["supported"] is None, top
+        else:
+            assert isinstance(top["supported"], bool), top
 
         # One trace row, with what the model saw and produced.
         with factory() as session:

@@ -1,12 +1,12 @@
 """Traces as demonstration data, end to end with the real stack: chats (RAG,
 and tool calls forced with ``tool_choice`` then answered) through the real
-vLLM engine, recorded by the background trace writer; feedback and a
-correction; every export format run by a real Celery worker as
-``sirocco.traces.export``; each file checked again here with mistral_common,
-``datasets`` and the bundled model's chat template. Also: concurrent chats
-store one trace each, an engine failure mid-answer keeps the partial output,
-PII does not survive a scrubbed export, and no conversation straddles the
-train/validation split.
+vLLM engine (plus one scripted answer that cites its source itself),
+recorded by the background trace writer; feedback and a correction; every
+export format run by a real Celery worker as ``sirocco.traces.export``; each
+file checked again here with mistral_common, ``datasets`` and the bundled
+model's chat template. Also: concurrent chats store one trace each, an engine
+failure mid-answer keeps the partial output, PII does not survive a scrubbed
+export, and no conversation straddles the train/validation split.
 
 Database: PostgreSQL (a throw-away schema of SIROCCO_TEST_DATABASE_URL) when
 set, else SQLite; broker: the test Redis.
@@ -25,7 +25,7 @@ import pytest
 from sqlalchemy import func, select
 
 from assistant.service import Assistant
-from assistant.testing import ConstantEmbedder, StaticStore, make_hit
+from assistant.testing import ConstantEmbedder, ScriptedEngine, StaticStore, make_hit
 from llm.tools import Tool, ToolRegistry
 from sirocco.db import session_scope
 from sirocco.types import ChatMessage, GenerationOptions, ToolCall
@@ -36,6 +36,7 @@ from tests.integration.workerutil import (
     stop_worker,
     worker_stack,
 )
+from traces.citations import cited_chunk_ids
 from traces.export import FORMATS, ExportFilters, ExportOptions, ExportRequest
 from traces.export.jobs import create_export
 from traces.export.service import load_tokenizer
@@ -60,6 +61,9 @@ WEATHER = {"type": "object",
 EMAIL, PHONE, NAME = "marie.curie@example.com", "+33 6 12 34 56 78", "Marie Curie"
 PII_QUESTION = f"I am {NAME} ({EMAIL}, {PHONE}). What does fact number 1 say?"
 TENANT = "acme"
+FACTS = ("Fact number 1: the mistral blows in winter.", "Fact number 2: budgets are due in May.")
+CITED_QUESTION, CITED_ANSWER = ("In which season does the mistral blow?",
+                                "The mistral blows in winter [1].")
 OPTIONS = GenerationOptions(max_tokens=24, temperature=0.0)
 #: A forced call's JSON needs room to finish.
 TOOL_OPTIONS = GenerationOptions(max_tokens=96, temperature=0.0)
@@ -122,6 +126,33 @@ async def _tool_round_trip(assistant: Assistant, reg: ToolRegistry, question: st
     return str(first[-1].trace_id), str(second[-1].trace_id)
 
 
+async def _scripted_cited_chat(store: StaticStore, recorder: TraceRecorder,
+                               settings: Any) -> None:
+    """One answer whose ``[1]`` the "model" wrote itself. The bundled model
+    rarely writes [n], and an inferred citation credits no chunk: this is what
+    makes sure the retrieval-triplets export has a positive."""
+    scripted = Assistant(ScriptedEngine([CITED_ANSWER]), store, ConstantEmbedder(), recorder,
+                         settings)
+    events = await _collect(scripted.stream_answer(
+        CITED_QUESTION, tenant=TENANT, user="ana", conversation_id="conv-cited",
+        consent=True, options=OPTIONS))
+    assert events[-1].type == "done", events[-1]
+    assert [(c.n, c.inferred, c.supported) for c in events[-1].citations or []] == [
+        (1, False, True)]
+
+
+def _check_triplets(factory: Any, triplets: list[dict[str, Any]]) -> None:
+    """The scripted answer's cited chunk is a positive against the other one;
+    every positive comes from an answer with a model-written, supported
+    citation, never from an inferred one."""
+    assert triplets and all(r["positive"] and r["negatives"] for r in triplets)
+    assert {"query": CITED_QUESTION, "positive": FACTS[0], "negatives": [FACTS[1]]} in triplets
+    with session_scope(factory) as s:
+        credited = {t.query for t in s.scalars(select(Trace))
+                    if cited_chunk_ids(t.citations or ())}
+    assert {r["query"] for r in triplets} <= credited
+
+
 def _wait_exports(factory, ids: list[str], proc, log: Path, timeout: float = 600
                   ) -> dict[str, ExportJob]:
     deadline = time.monotonic() + timeout
@@ -153,8 +184,7 @@ async def test_chats_to_validated_exports_in_every_format(vllm_engine, stack, tm
     factory = stack.factory
     recorder = TraceRecorder(factory, background=True, spool_dir=tmp_path / "spool",
                              user_salt="salt")
-    store = StaticStore([make_hit(1, text="Fact number 1: the mistral blows in winter."),
-                         make_hit(2, score=0.5, text="Fact number 2: budgets are due in May.")])
+    store = StaticStore([make_hit(1, text=FACTS[0]), make_hit(2, score=0.5, text=FACTS[1])])
     settings = stack.settings.model_copy(update={"retrieval": stack.settings.retrieval
                                                  .model_copy(update={"min_score": 0.0})})
     assistant = Assistant(vllm_engine, store, ConstantEmbedder(), recorder, settings)
@@ -169,6 +199,7 @@ async def test_chats_to_validated_exports_in_every_format(vllm_engine, stack, tm
             options=OPTIONS))
         assert events[-1].type == "done", events[-1]
         rag[key] = str(events[-1].trace_id)
+    await _scripted_cited_chat(store, recorder, settings)
     # Tool calls forced (a named function), run, then answered.
     # (Named, not "required": the bundled model repeats the items of a "required"
     # call array until max_tokens, so the call never closes.)
@@ -197,7 +228,7 @@ async def test_chats_to_validated_exports_in_every_format(vllm_engine, stack, tm
     assert partial
 
     recorder.close()  # a normal shutdown drains the writer
-    chats = 3 + 4 + load + 1
+    chats = 3 + 1 + 4 + load + 1
     with session_scope(factory) as s:
         assert s.scalar(select(func.count()).select_from(Trace)) == chats
         error = s.scalars(select(Trace).where(Trace.status == "error")).one()
@@ -288,8 +319,7 @@ async def test_chats_to_validated_exports_in_every_format(vllm_engine, stack, tm
     assert len(records["trl-dpo"]) == 1 and records["trl-dpo"][0]["chosen"][0]["content"] == \
         "In winter [1]."
     assert {r["label"] for r in records["trl-kto"]} == {True, False}
-    assert records["retrieval-triplets"] and all(
-        r["positive"] and r["negatives"] for r in records["retrieval-triplets"])
+    _check_triplets(factory, records["retrieval-triplets"])
     assert any(partial == r["messages"][-1].get("content") for r in records["errors"])
     assert not any(partial == r["messages"][-1].get("content") for r in records["openai"])
 

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from assistant.citations import SupportChecker, resolve_citations, split_sentences, strip_markers
+from assistant.citations import (
+    SupportChecker,
+    resolve_citations,
+    says_not_found,
+    split_sentences,
+    strip_markers,
+)
+from assistant.prompts import NOT_FOUND_ANSWER
 from assistant.schemas import Source
 
 TRAVEL = ("Travel policy. Employees book economy class for flights shorter than six hours. "
@@ -59,6 +66,47 @@ def test_citations_to_chunks_not_in_the_context_are_removed() -> None:
     assert strip_markers(draft, dropped) == "Economy for short flights [1]. Parking is free."
 
 
+def test_negations_are_terms_of_the_support_check() -> None:
+    checker = SupportChecker()
+    # "no" and "not" are stop words of the BM25 analyzer; here they count.
+    assert {"not", "no", "never"} <= checker.terms("Not here, no, never.")
+    assert "not" in checker.terms("Visitors can't park and aren't welcome.")
+
+
+def test_a_negated_claim_is_not_supported_by_a_chunk_that_affirms_it() -> None:
+    checker = SupportChecker()
+    affirmed = "Business class is allowed on longer flights."
+    denied = "Business class is not allowed on longer flights."
+    assert checker.support(denied, TRAVEL) == 0.0
+    assert checker.support(affirmed, "Business class isn't allowed on longer flights.") == 0.0
+    # Same polarity on both sides: the negation is one more shared term.
+    assert checker.support(denied, "Business class is never allowed. Not on longer "
+                                   "flights either.") >= 0.8
+    assert checker.support(affirmed, TRAVEL) == 1.0
+    citations, _ = resolve_citations(f"{denied} [1]", [_source(1, TRAVEL)], {1: TRAVEL})
+    assert [(c.n, c.supported, c.support) for c in citations] == [(1, False, 0.0)]
+
+
+def test_a_claim_without_content_words_gets_no_support() -> None:
+    checker = SupportChecker()
+    assert checker.support("That is it.", TRAVEL) == 0.0
+    assert checker.support("No, it is not.", TRAVEL) == 0.0
+    citations, _ = resolve_citations("That is it [1].", [_source(1, TRAVEL)], {1: TRAVEL})
+    assert [(c.n, c.inferred, c.supported) for c in citations] == [(1, False, False)]
+
+
+def test_the_not_found_answer_gets_no_inferred_citation() -> None:
+    sources = [_source(1, TRAVEL), _source(2, PARKING, start=5000)]
+    for answer in (NOT_FOUND_ANSWER, f'"{NOT_FOUND_ANSWER}"',
+                   "i couldn't find this in the indexed documents! Sorry."):
+        assert says_not_found(answer), answer
+        assert resolve_citations(answer, sources, {1: TRAVEL, 2: PARKING}) == ([], [])
+    # Any other uncited answer is still attributed to the top source, as inferred.
+    assert not says_not_found("Economy class. I could not find this in the indexed documents.")
+    citations, _ = resolve_citations("Economy class.", sources, {1: TRAVEL, 2: PARKING})
+    assert [(c.n, c.inferred, c.supported) for c in citations] == [(1, True, None)]
+
+
 # ------------------------------------------------------------ through the assistant
 
 
@@ -83,8 +131,34 @@ async def test_the_answer_flags_an_unsupported_citation_in_response_and_trace(fa
     with session_scope(factory) as session:
         trace = get_trace(session=session, trace_id=result.trace_id)
         stored = {c["n"]: c for c in trace.citations}
+        cited = {c.chunk_id: c.cited for c in trace.chunks}
     assert stored[2]["supported"] is False and stored[2]["claims"][0]["support"] < 0.5
     assert stored[1]["supported"] is True
+    # Only the supported citation marks its chunk cited.
+    assert cited == {"chunk-1": True, "chunk-2": False}
+
+
+async def test_the_model_saying_not_found_gets_no_citation_and_cites_no_chunk(factory) -> None:
+    from assistant.service import Assistant
+    from assistant.testing import ConstantEmbedder, ScriptedEngine, StaticStore, make_hit
+    from sirocco.db import session_scope
+    from sirocco.settings import Settings
+    from traces.recorder import TraceRecorder
+    from traces.repository import get_trace
+
+    store = StaticStore([make_hit(1, text=TRAVEL), make_hit(2, text=PARKING)])
+    engine = ScriptedEngine([NOT_FOUND_ANSWER])
+    assistant = Assistant(engine, store, ConstantEmbedder(), TraceRecorder(factory),
+                          Settings(env="test", traces={"background": False}))
+    result = await assistant.answer("Who owns the moon?")
+
+    assert (result.answer, result.citations) == (NOT_FOUND_ANSWER, [])
+    assert [s.n for s in result.sources] == [1, 2]
+    with session_scope(factory) as session:
+        trace = get_trace(session=session, trace_id=result.trace_id)
+        assert trace.citations == []
+        assert [(c.chunk_id, c.cited) for c in trace.chunks] == [
+            ("chunk-1", False), ("chunk-2", False)]
 
 
 async def test_a_follow_up_is_rewritten_into_a_standalone_query(factory) -> None:

@@ -115,7 +115,12 @@ async def test_uncited_answer_is_attributed_to_the_top_source(factory, settings)
     done = events[-1]
     assert [(c.n, c.inferred) for c in done.citations] == [(1, True)]
     assert [s.n for s in done.sources] == [1, 2, 3]
-    assert load_trace(factory, done.trace_id).citations[0]["inferred"] is True
+    with session_scope(factory) as session:
+        trace = get_trace(session=session, trace_id=done.trace_id)
+        assert trace.citations[0]["inferred"] is True
+        # Sirocco's guess is no evidence: no chunk is recorded as cited.
+        assert [(c.chunk_id, c.cited) for c in trace.chunks] == [
+            ("chunk-1", False), ("chunk-2", False), ("chunk-3", False)]
 
 
 @pytest.mark.parametrize("hits", [[], [make_hit(1, score=0.1), make_hit(2, score=0.19)]],

@@ -55,7 +55,8 @@ def _rag_prompt(question: str, chunk: str) -> list[dict[str, Any]]:
 
 def _trace(recorder: TraceRecorder, question: str, answer: str, *, conversation: str,
            consent: bool = True, status: str = "ok", prompt: list[dict[str, Any]] | None = None,
-           tool_calls: list[dict[str, Any]] | None = None, chunks: bool = True) -> str:
+           tool_calls: list[dict[str, Any]] | None = None, chunks: bool = True,
+           citations: list[dict[str, Any]] | None = None) -> str:
     handle = recorder.start(question, tenant="acme", conversation_id=conversation,
                             user="ana", consent=consent)
     retrieved = [{"chunk_id": "k1", "doc_id": "d1", "score": 0.9, "rank": 1,
@@ -65,7 +66,8 @@ def _trace(recorder: TraceRecorder, question: str, answer: str, *, conversation:
     recorder.finish(
         handle, answer=answer, status=status, error="boom" if status == "error" else None,
         prompt=prompt or _rag_prompt(question, "A cold wind."), retrieved=retrieved,
-        citations=[{"n": 1, "chunk_id": "k1"}] if chunks and answer else [],
+        citations=citations if citations is not None
+        else [{"n": 1, "chunk_id": "k1"}] if chunks and answer else [],
         model="m", prompt_tokens=10, completion_tokens=5, tool_calls=tool_calls or (),
         tools=TOOLS if tool_calls or (prompt and any(m.get("tool_calls") for m in prompt))
         else None, prompt_template="rag-answer", prompt_template_version="v1")
@@ -194,6 +196,41 @@ def test_retrieval_triplets(factory, tmp_path, tokenizer, traces) -> None:
     assert len(records) == 2
     assert all(r["negatives"] == ["Budget tables for Q3."] for r in records)
     assert {r["query"] for r in records} == {PII_QUESTION, "When does it blow?"}
+
+
+def test_retrieval_triplets_take_only_model_written_supported_positives(
+        factory, tmp_path, tokenizer) -> None:
+    r = TraceRecorder(factory)
+    ok = {"n": 1, "chunk_id": "k1", "inferred": False, "supported": True}
+    _trace(r, "Inferred?", "A wind.", conversation="I",
+           citations=[{**ok, "inferred": True, "supported": None}])
+    _trace(r, "Unsupported?", "A wind [1].", conversation="U",
+           citations=[{**ok, "supported": False}])
+    _trace(r, "Model cited?", "A wind [1]. Budgets [2].", conversation="M",
+           citations=[ok, {"n": 2, "chunk_id": "k2", "inferred": False, "supported": False}])
+    _, records = _export(factory, tmp_path, tokenizer, "retrieval-triplets")
+    # Only the model's supported citation is a positive; the chunk its unsupported
+    # one names is no sure negative either.
+    assert [(r["query"], r["positive"], r["negatives"]) for r in records] == [
+        ("Model cited?", "About Model cited?: a cold wind.", [])]
+
+
+def test_retrieval_triplets_reread_the_citations_of_older_traces(
+        factory, tmp_path, tokenizer) -> None:
+    from traces.models import TraceRetrievedChunk
+
+    r = TraceRecorder(factory)
+    inferred = _trace(r, "Inferred?", "A wind.", conversation="I", citations=[
+        {"n": 1, "chunk_id": "k1", "inferred": True, "supported": None}])
+    # Recorded before inferred citations stopped counting: its chunk is flagged cited.
+    with session_scope(factory) as session:
+        [chunk] = session.query(TraceRetrievedChunk).filter_by(trace_id=inferred,
+                                                               chunk_id="k1").all()
+        chunk.cited = True
+    _trace(r, "Model cited?", "A wind [1].", conversation="M")
+    _, records = _export(factory, tmp_path, tokenizer, "retrieval-triplets")
+    assert [(r["query"], r["positive"]) for r in records] == [
+        ("Model cited?", "About Model cited?: a cold wind.")]
 
 
 def test_filters(factory, tmp_path, tokenizer, traces) -> None:

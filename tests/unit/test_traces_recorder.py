@@ -64,6 +64,31 @@ def test_finish_stores_the_outcome(factory: sessionmaker[Session]) -> None:
     assert public.created_at.tzinfo == UTC
 
 
+def test_only_model_written_citations_not_unsupported_mark_chunks_cited(
+        factory: sessionmaker[Session]) -> None:
+    recorder = TraceRecorder(factory)
+    handle = recorder.start("q")
+    citations = [
+        {"n": 1, "chunk_id": "k1", "chunk_ids": ["k1"], "inferred": False, "supported": True},
+        # Not checked (no chunk text), still the model's own: counts; a merged
+        # source credits every chunk it stands for.
+        {"n": 2, "chunk_id": "k2", "chunk_ids": ["k2", "k5"], "inferred": False,
+         "supported": None},
+        {"n": 3, "chunk_id": "k3", "chunk_ids": ["k3"], "inferred": True, "supported": None},
+        {"n": 4, "chunk_id": "k4", "chunk_ids": ["k4"], "inferred": False, "supported": False},
+    ]
+    recorder.finish(handle, answer="A [1]. B [2]. C [4].", citations=citations,
+                    retrieved=[{"chunk_id": f"k{i}", "doc_id": "d", "score": 0.5, "rank": i}
+                               for i in range(1, 7)])
+    with session_scope(factory) as session:
+        trace = get_trace(session=session, trace_id=handle.trace_id)
+        assert [(c.chunk_id, c.cited) for c in trace.chunks] == [
+            ("k1", True), ("k2", True), ("k3", False), ("k4", False), ("k5", True),
+            ("k6", False)]
+        # The citations themselves are stored as they came, flags included.
+        assert trace.citations == citations
+
+
 def test_error_keeps_the_partial_answer(factory: sessionmaker[Session]) -> None:
     recorder = TraceRecorder(factory)
     handle = recorder.start("q")

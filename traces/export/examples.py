@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from traces.citations import cited_chunk_ids
 from traces.export.request import ExportFilters
 from traces.models import Feedback, Trace
 
@@ -35,6 +36,8 @@ class Example:
     #: The assistant message the model produced (``content``, maybe ``tool_calls``).
     output: dict[str, Any]
     tools: list[dict[str, Any]] | None
+    #: Retrieved chunks; ``cited``: by a model-written, not unsupported citation;
+    #: ``doubtful``: only by inferred or unsupported ones (``traces.citations``).
     chunks: list[dict[str, Any]] = field(default_factory=list)
     correction: str | None = None
     score: int = 0
@@ -123,12 +126,17 @@ def to_example(trace: Trace, *, include_context: bool, reviewed_only: bool) -> E
     score, correction, has_feedback = _verdict(list(trace.feedback),
                                                reviewed_only=reviewed_only)
     tools = trace.tool_definitions.tools if trace.tool_definitions is not None else None
+    # Traces recorded before inferred and unsupported citations stopped counting
+    # have their chunks flagged cited; the stored citations say which still count.
+    credited = cited_chunk_ids(trace.citations or ())
+    doubtful = cited_chunk_ids(trace.citations or (), credited_only=False) - credited
     return Example(
         trace_id=trace.id, conversation_key=conversation_key(trace, first_user),
         tenant=trace.tenant, model=trace.model, created_at=_aware(trace.created_at),
         query=trace.query, prompt=prompt, output=output, tools=tools or None,
         chunks=[{"rank": c.rank, "chunk_id": c.chunk_id, "doc_id": c.doc_id, "text": c.text,
-                 "in_prompt": c.in_prompt, "cited": c.cited, "score": c.score}
+                 "in_prompt": c.in_prompt, "cited": c.cited and c.chunk_id in credited,
+                 "doubtful": c.chunk_id in doubtful, "score": c.score}
                 for c in trace.chunks],
         correction=correction, score=score, has_feedback=has_feedback)
 

@@ -12,8 +12,10 @@
   ``label``); tool-call arguments as objects, as chat templates expect.
 - ``sharegpt``: ``{"conversations": [{"from", "value"}], "system", "tools"}``
   (human / gpt / function_call / observation).
-- ``retrieval-triplets``: ``{"query", "positive", "negatives"}``: a cited chunk,
-  and retrieved chunks that were not cited (or were cited by a rejected answer).
+- ``retrieval-triplets``: ``{"query", "positive", "negatives"}``: a chunk cited
+  by a model-written, not unsupported citation, and retrieved chunks that were
+  not cited (or were cited by a rejected answer); chunks that only inferred or
+  unsupported citations name are neither (``traces.citations``).
 
 Corrections replace answers; negatively rated answers are left out of the
 supervised formats and become ``rejected`` in the preference ones.
@@ -206,7 +208,10 @@ def _triplets(examples: Sequence[Example]) -> list[tuple[Example, Record]]:
         chunks = [c for c in ex.chunks if c.get("text")]
         rejected_answer = ex.negative and not ex.correction
         positives = [] if rejected_answer else [c for c in chunks if c["cited"]]
-        negatives = [c["text"] for c in chunks if not c["cited"] or rejected_answer]
+        # A chunk only an inferred or unsupported citation names is neither:
+        # it may well be relevant, so it is no safe negative either.
+        negatives = [c["text"] for c in chunks
+                     if (not c["cited"] or rejected_answer) and not c.get("doubtful")]
         for pos in positives:
             out.append((ex, {"query": ex.query, "positive": pos["text"],
                              "negatives": [n for n in negatives if n != pos["text"]]}))
