@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from api.auth import get_principal, make_limiter, require_admin
+from api.auth import get_principal, make_invalid_key_limiter, make_limiter, require_admin
 from api.errors import install_error_handlers
 from api.metrics import MetricsMiddleware, SiroccoMetrics
 from api.openai import router as openai_routes
@@ -32,16 +32,20 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if services is not None:
-            yield
-            return
-        built = await build_services(settings)
-        app.state.services = built
         try:
-            yield
+            if services is not None:
+                yield
+                return
+            built = await build_services(settings)
+            app.state.services = built
+            try:
+                yield
+            finally:
+                app.state.services = None
+                await built.aclose()
         finally:
-            app.state.services = None
-            await built.aclose()
+            app.state.rate_limiter.close()
+            app.state.invalid_key_limiter.close()
 
     # Docs are mounted below like every other route (behind a key by default).
     app = FastAPI(title="Sirocco", version=__version__, lifespan=lifespan,
@@ -55,7 +59,9 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app_metrics.watch_limiter(lambda: getattr(app.state.services, "limiter", None))
     app.state.metrics = app_metrics
     app.add_middleware(MetricsMiddleware, metrics=app_metrics)
+    # Shared across processes through Redis when settings.redis.url is set.
     app.state.rate_limiter = make_limiter(settings)
+    app.state.invalid_key_limiter = make_invalid_key_limiter(settings)
     # Health is open; every other route needs an API key, and management routes
     # an admin key. auth.open_endpoints may open the docs and /metrics.
     app.include_router(health.router)

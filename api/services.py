@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from sqlalchemy.orm import Session, sessionmaker
 
 from assistant.service import Assistant
-from llm.admission import GenerationLimiter
+from llm.admission import GenerationLimiter, make_generation_limiter
 from llm.engine import Engine
 from retrieval.store import Store
 from sirocco.settings import Settings
@@ -51,7 +51,8 @@ class Services:
     engine: Engine | None = None
     store: Store | None = None
     embedder: Any | None = None
-    #: Admission of generations (429 past ``settings.llm.max_inflight``).
+    #: Admission of generations (429 past ``settings.llm.max_inflight``, or past
+    #: ``max_inflight_per_tenant`` for one tenant).
     limiter: GenerationLimiter = field(default_factory=lambda: GenerationLimiter(64))
     #: Called in reverse order by ``aclose`` (sync or async callables).
     closers: list[Callable[[], Any]] = field(default_factory=list)
@@ -118,6 +119,8 @@ async def build_services(settings: Settings) -> Services:
         celery_app = create_celery(settings)
         if hasattr(celery_app, "close"):
             closers.append(celery_app.close)
+        limiter = make_generation_limiter(settings)
+        closers.append(limiter.aclose)
     except BaseException:
         await _close_all(closers)
         raise
@@ -131,8 +134,7 @@ async def build_services(settings: Settings) -> Services:
         engine=engine,
         store=store,
         embedder=embedder,
-        limiter=GenerationLimiter(settings.llm.max_inflight,
-                                  retry_after_s=settings.llm.retry_after_s),
+        limiter=limiter,
         closers=closers,
     )
 

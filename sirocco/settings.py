@@ -100,6 +100,8 @@ class LLMSettings(BaseModel):
     log_stats: bool = True
     # Generations in flight at once (API admission); past it: 429 + Retry-After.
     max_inflight: int = Field(default=64, ge=1)
+    max_inflight_per_tenant: int | None = Field(default=16, ge=0, description="Generations in "
+        "flight per tenant (shared via Redis); past it: 429 + Retry-After; None or 0: off")
     retry_after_s: float = Field(default=1.0, gt=0)
     # Generation defaults.
     max_tokens: int = 256
@@ -215,6 +217,9 @@ class AuthSettings(BaseModel):
     # rate_limit_burst requests; 0 per minute turns the limit off.
     rate_limit_per_minute: float = Field(default=120.0, ge=0)
     rate_limit_burst: int = Field(default=30, ge=1)
+    invalid_key_per_minute: float = Field(default=10.0, ge=0, description="Failed keys "
+        "a minute per client address; past the burst, 429 before any key is checked; 0: off")
+    invalid_key_burst: int = Field(default=10, ge=1, description="Failed keys at once")
     # Endpoints served without a key: "docs" (/docs, /openapi.json) and/or
     # "metrics" (/metrics, for a Prometheus that cannot send a bearer token).
     open_endpoints: list[Literal["docs", "metrics"]] = Field(default_factory=list)

@@ -75,8 +75,9 @@ async def chat_completions(
     returned as ``tool_calls``."""
     chat = prepare(body, settings=settings, engine=services.engine, principal=principal)
     model = served_model(settings, services.engine)
-    # At capacity: 429 + Retry-After now, rather than a queue the client times out in.
-    slot = services.limiter.acquire()
+    # At capacity (in all or for the tenant): 429 + Retry-After now, rather than
+    # a queue the client times out in.
+    slot = await services.limiter.acquire(principal.tenant)
     try:
         if not body.stream:
             with slot:

@@ -70,8 +70,9 @@ async def chat(
         conversations.history, conversation_id, **owner,
         max_messages=settings.api.max_history_messages)
     kwargs["conversation_id"] = conversation_id
-    # At capacity: 429 + Retry-After now, rather than a queue the client times out in.
-    slot = services.limiter.acquire()
+    # At capacity (in all or for the tenant): 429 + Retry-After now, rather than
+    # a queue the client times out in.
+    slot = await services.limiter.acquire(principal.tenant)
     try:
         if not body.stream:
             with slot:

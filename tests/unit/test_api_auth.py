@@ -1,10 +1,14 @@
 """API keys: every route but health needs one; revoked or unknown keys get 401;
 admin-only management; the key's tenant/user/groups drive retrieval's ACL and
-what documents, jobs and traces a caller can see; per-key rate limit."""
+what documents, jobs and traces a caller can see; per-key rate limit; failed
+keys limited per client address; Redis-backed limiters fall back when Redis is
+down (sharing through a real Redis: tests/integration/test_api_ratelimit_redis.py)."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +20,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
-from api.ratelimit import TokenBucketLimiter
+from api.auth import make_invalid_key_limiter, make_limiter
+from api.ratelimit import RedisTokenBucketLimiter, TokenBucketLimiter
 from api.services import Services
 from assistant.service import Assistant
 from assistant.testing import ConstantEmbedder, ScriptedEngine, StaticStore, make_hit
@@ -26,6 +31,7 @@ from sirocco.auth.keys import create_key, ensure_bootstrap_admin, list_keys
 from sirocco.auth.models import ApiKey
 from sirocco.db import Base, make_engine, make_session_factory, session_scope
 from sirocco.errors import RateLimitedError
+from sirocco.redis_fallback import RedisFallback
 from sirocco.settings import Settings
 from traces.recorder import TraceRecorder
 
@@ -71,8 +77,10 @@ def bearer(raw: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {raw}"}
 
 
-def client(app: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+def client(app: Any, address: str = "127.0.0.1") -> httpx.AsyncClient:
+    """A client of ``app`` calling from ``address`` (``request.client.host``)."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(address, 123)),
+                             base_url="http://test")
 
 
 async def test_health_is_open_and_everything_else_needs_a_key(app) -> None:
@@ -241,6 +249,135 @@ def test_token_bucket_refills_over_time() -> None:
     now[0] = 1.0
     limiter.acquire("k")
     assert not TokenBucketLimiter(per_minute=0, burst=1).enabled
+
+
+def test_check_takes_nothing_and_refuses_only_an_empty_bucket() -> None:
+    now = [0.0]
+    limiter = TokenBucketLimiter(per_minute=60, burst=1, subject="these keys",
+                                 clock=lambda: now[0])
+    for _ in range(3):
+        limiter.check("k")
+    limiter.acquire("k")
+    with pytest.raises(RateLimitedError, match="for these keys") as info:
+        limiter.check("k")
+    assert info.value.retry_after_s == pytest.approx(1.0)
+    limiter.check("other")
+    now[0] = 1.0
+    limiter.check("k")
+
+
+def test_idle_buckets_do_not_pile_up() -> None:
+    # Client addresses are keys a caller can vary at will: memory must not follow.
+    now = [0.0]
+    limiter = TokenBucketLimiter(per_minute=60, burst=2, clock=lambda: now[0])
+    for i in range(1000):
+        limiter.check(f"10.0.{i // 250}.{i % 250}")  # checks store nothing
+    assert len(limiter._buckets) == 0
+    for i in range(1000):
+        limiter.acquire(f"a{i}")
+    now[0] = 5.0  # every bucket full again: as good as absent
+    for i in range(100):
+        limiter.acquire(f"b{i}")
+    assert 0 < len(limiter._buckets) <= 100
+    limiter.acquire("b0")
+    with pytest.raises(RateLimitedError):
+        limiter.acquire("b0")  # pruning kept the buckets in use
+
+
+async def test_invalid_keys_are_rate_limited_per_client_address(tmp_path, factory,
+                                                                store) -> None:
+    settings = Settings(env="test", data_dir=tmp_path,
+                        auth={"invalid_key_per_minute": 60, "invalid_key_burst": 3})
+    app = make_app(settings, factory, store)
+    now = [0.0]
+    # The settings' limiter with a clock the test moves, to show the refill.
+    app.state.invalid_key_limiter = TokenBucketLimiter(
+        per_minute=60, burst=3, subject="invalid API keys from this address",
+        clock=lambda: now[0])
+    valid, guess = key(factory, "ana"), bearer("sk-sirocco-" + "x" * 40)
+    async with client(app, "10.0.0.1") as guesser, client(app, "10.0.0.2") as neighbour:
+        for _ in range(5):  # valid keys take nothing from an address's bucket
+            assert (await neighbour.get("/v1/models", headers=bearer(valid))).status_code == 200
+        codes = [(await guesser.get("/v1/models", headers=guess)).status_code for _ in range(4)]
+        refused = await guesser.get("/v1/models", headers=guess)
+        # Refused before the lookup: a right guess from this address is no use now.
+        blocked_valid = await guesser.get("/v1/models", headers=bearer(valid))
+        assert (await neighbour.get("/v1/models", headers=bearer(valid))).status_code == 200
+        assert (await neighbour.get("/v1/models", headers=guess)).status_code == 401
+        now[0] = 1.0  # one token back
+        assert (await guesser.get("/v1/models", headers=bearer(valid))).status_code == 200
+    assert codes == [401, 401, 401, 429]
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+    assert refused.json()["error"]["type"] == "rate_limit_error"
+    assert "invalid API keys from this address" in refused.json()["error"]["message"]
+    assert blocked_valid.status_code == 429
+
+
+async def test_invalid_key_limit_comes_from_settings_and_is_off_at_zero(tmp_path, factory,
+                                                                        store) -> None:
+    limited = make_app(Settings(env="test", data_dir=tmp_path, auth={"invalid_key_burst": 2}),
+                       factory, store)
+    off = make_app(Settings(env="test", data_dir=tmp_path,
+                            auth={"invalid_key_per_minute": 0, "invalid_key_burst": 2}),
+                   factory, store)
+    codes: dict[str, list[int]] = {}
+    for name, app in (("limited", limited), ("off", off)):
+        async with client(app) as c:
+            codes[name] = [(await c.get("/v1/models", headers=bearer("nope"))).status_code
+                           for _ in range(3)]
+    assert codes == {"limited": [401, 401, 429], "off": [401, 401, 401]}
+
+
+def test_limiters_are_shared_through_redis_only_when_it_is_set(tmp_path) -> None:
+    local = Settings(env="test", data_dir=tmp_path)
+    assert isinstance(make_limiter(local), TokenBucketLimiter)
+    assert isinstance(make_invalid_key_limiter(local), TokenBucketLimiter)
+    # Building a Redis client connects nothing: no server needed here.
+    shared = Settings(env="test", data_dir=tmp_path, redis={"url": "redis://127.0.0.1:1/0"})
+    assert isinstance(make_limiter(shared), RedisTokenBucketLimiter)
+    assert isinstance(make_invalid_key_limiter(shared), RedisTokenBucketLimiter)
+
+
+async def test_redis_down_falls_back_to_this_process_never_a_500(tmp_path, factory, store,
+                                                                 caplog) -> None:
+    with socket.socket() as sock:  # a port nothing listens on: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        dead = f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+    settings = Settings(env="test", data_dir=tmp_path, redis={"url": dead},
+                        auth={"rate_limit_per_minute": 6, "rate_limit_burst": 2,
+                              "invalid_key_burst": 1})
+    app = make_app(settings, factory, store)
+    a, b = key(factory, "ana"), key(factory, "bo")
+    with caplog.at_level(logging.WARNING, logger="sirocco.redis_fallback"):
+        async with client(app) as c:
+            codes = [(await c.get("/v1/models", headers=bearer(a))).status_code
+                     for _ in range(3)]
+            other = await c.get("/v1/models", headers=bearer(b))
+            async with client(app, "10.0.0.9") as guesser:
+                bad = [(await guesser.get("/v1/models", headers=bearer("nope"))).status_code
+                       for _ in range(2)]
+    assert codes == [200, 200, 429] and other.status_code == 200
+    assert bad == [401, 429]
+    assert [r.getMessage() for r in caplog.records].count(
+        "Redis unavailable: limits fall back to this process's own") == 2  # once per limiter
+
+
+def test_redis_is_asked_again_after_the_cooldown(caplog) -> None:
+    now = [0.0]
+    fallback = RedisFallback("test", cooldown_s=5, clock=lambda: now[0])
+    assert fallback.use_redis()
+    with caplog.at_level(logging.INFO, logger="sirocco.redis_fallback"):
+        fallback.failed(ConnectionError("refused"))
+        now[0] = 4.9
+        assert not fallback.use_redis()
+        fallback.failed(ConnectionError("refused"))  # still the same outage
+        now[0] = 10.0
+        assert fallback.use_redis()
+        fallback.succeeded()
+        fallback.succeeded()
+    assert [r.getMessage() for r in caplog.records] == [
+        "Redis unavailable: limits fall back to this process's own",
+        "Redis is back: limits shared across processes again"]
 
 
 def test_bootstrap_admin_key_is_created_once(factory) -> None:

@@ -4,18 +4,23 @@ GET /metrics shows Sirocco's own counters (vLLM's are tested with the real engin
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio
 
 from api.app import create_app
 from api.services import Services
 from assistant.service import Assistant
 from assistant.testing import ConstantEmbedder, ScriptedEngine, StaticStore, make_hit
-from llm.admission import GenerationLimiter, hold_while_streaming
-from sirocco.db import Base, make_engine, make_session_factory
+from llm.admission import GenerationLimiter, hold_while_streaming, make_generation_limiter
+from llm.tenant_slots import LocalTenantSlots, RedisTenantSlots
+from sirocco.auth.keys import create_key
+from sirocco.db import Base, make_engine, make_session_factory, session_scope
 from sirocco.errors import OverloadedError
 from sirocco.settings import Settings
 from traces.recorder import TraceRecorder
@@ -35,7 +40,8 @@ def make_app(settings: Settings, engine: ScriptedEngine, limiter: GenerationLimi
                           TraceRecorder(factory), settings)
     services = Services(session_factory=factory, assistant=assistant, celery_app=object(),
                         register_files=lambda paths, *, session, tenant="default": [],
-                        enqueue_documents=lambda app, ids: None, limiter=limiter)
+                        enqueue_documents=lambda app, ids: None, limiter=limiter,
+                        engine=engine)
     return create_app(settings, services=services)
 
 
@@ -43,20 +49,76 @@ def client(app) -> httpx.AsyncClient:  # type: ignore[no-untyped-def]
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
 
 
-def test_limiter_refuses_past_the_bound_and_frees_on_release() -> None:
+def dead_redis_url() -> str:
+    """A Redis URL on a port nothing listens on (connections are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"redis://127.0.0.1:{port}/0"
+
+
+async def test_limiter_refuses_past_the_bound_and_frees_on_release() -> None:
     limiter = GenerationLimiter(2, retry_after_s=3)
-    a, b = limiter.acquire(), limiter.acquire()
+    a, b = await limiter.acquire("acme"), await limiter.acquire("globex")
     with pytest.raises(OverloadedError, match="busy") as info:
-        limiter.acquire()
+        await limiter.acquire("initech")  # the global bound binds every tenant
     assert info.value.retry_after_s == 3
     assert (limiter.in_flight, limiter.rejected) == (2, 1)
     a.release()
     a.release()  # idempotent: does not free b's slot
     assert limiter.in_flight == 1
-    with limiter.acquire():
+    with await limiter.acquire("acme"):
         assert limiter.in_flight == 2
     b.release()
     assert limiter.in_flight == 0
+
+
+async def test_tenant_cap_refuses_that_tenant_only() -> None:
+    slots = LocalTenantSlots()
+    limiter = GenerationLimiter(10, retry_after_s=2, max_per_tenant=2, tenant_slots=slots)
+    held = [await limiter.acquire("acme"), await limiter.acquire("acme")]
+    with pytest.raises(OverloadedError, match="max_inflight_per_tenant") as info:
+        await limiter.acquire("acme")
+    assert "tenant 'acme'" in info.value.message and info.value.retry_after_s == 2
+    # The refused request holds nothing; another tenant still gets in.
+    assert (limiter.in_flight, limiter.rejected, slots.in_flight("acme")) == (2, 1, 2)
+    other = await limiter.acquire("globex")
+    assert (limiter.in_flight, slots.in_flight("globex")) == (3, 1)
+    held.pop().release()
+    held.append(await limiter.acquire("acme"))  # a released slot is the tenant's again
+    for slot in [*held, other]:
+        slot.release()
+    assert (limiter.in_flight, slots.in_flight("acme"), slots.in_flight("globex")) == (0, 0, 0)
+
+
+def test_the_tenant_cap_comes_from_settings_and_is_shared_when_redis_is_set() -> None:
+    default = make_generation_limiter(Settings(env="test"))
+    assert default.max_per_tenant == 16 and isinstance(default.tenant_slots, LocalTenantSlots)
+    for off in (0, None):
+        limiter = make_generation_limiter(Settings(env="test",
+                                                   llm={"max_inflight_per_tenant": off}))
+        assert limiter.max_per_tenant is None
+    # Building a Redis client connects nothing: no server needed here.
+    shared = make_generation_limiter(Settings(env="test", redis={"url": "redis://127.0.0.1:1/0"},
+                                              llm={"max_inflight_per_tenant": 3}))
+    assert shared.max_per_tenant == 3 and isinstance(shared.tenant_slots, RedisTenantSlots)
+
+
+async def test_tenant_cap_falls_back_to_this_process_while_redis_is_down(caplog) -> None:
+    limiter = GenerationLimiter(10, max_per_tenant=1, tenant_slots=RedisTenantSlots(
+        redis.asyncio.Redis.from_url(dead_redis_url(), socket_connect_timeout=0.5)))
+    with caplog.at_level(logging.WARNING, logger="sirocco.redis_fallback"):
+        slot = await limiter.acquire("acme")
+        with pytest.raises(OverloadedError, match="max_inflight_per_tenant"):
+            await limiter.acquire("acme")
+        other = await limiter.acquire("globex")
+    warnings = [r for r in caplog.records if "Redis unavailable" in r.getMessage()]
+    assert len(warnings) == 1, "one warning per outage, not one per request"
+    slot.release()
+    other.release()
+    with await limiter.acquire("acme"):
+        pass
+    await limiter.aclose()
 
 
 async def test_streaming_holds_its_slot_until_closed() -> None:
@@ -66,7 +128,7 @@ async def test_streaming_holds_its_slot_until_closed() -> None:
         for i in range(10):
             yield i
 
-    stream = hold_while_streaming(events(), limiter.acquire())
+    stream = hold_while_streaming(events(), await limiter.acquire("acme"))
     assert await anext(stream) == 0
     assert limiter.in_flight == 1
     await stream.aclose()
@@ -125,6 +187,44 @@ async def test_chat_past_capacity_is_429_with_retry_after(settings) -> None:
         in metrics
     assert 'sirocco_http_request_duration_seconds_count{method="POST",route="/api/chat"} 4.0' \
         in metrics
+
+
+async def wait_until(condition, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def test_chat_past_the_tenant_cap_is_429_and_other_tenants_go_on(tmp_path) -> None:
+    # API keys on: the tenant is the key's.
+    engine = GatedEngine(["Blue [1]."])
+    limiter = GenerationLimiter(8, retry_after_s=2, max_per_tenant=1)
+    app = make_app(Settings(env="test", data_dir=tmp_path), engine, limiter)
+    with session_scope(app.state.services.session_factory) as session:
+        acme, globex = ({"Authorization": "Bearer " + create_key(
+            session=session, user=user, tenant=tenant)[1]}
+            for user, tenant in (("ana", "acme"), ("gus", "globex")))
+    chat = {"question": "q", "stream": False}
+    completion = {"model": "scripted-model", "messages": [{"role": "user", "content": "q"}]}
+    async with client(app) as http:
+        first = asyncio.create_task(http.post("/api/chat", headers=acme, json={"question": "q"}))
+        await asyncio.wait_for(engine.waiting.wait(), timeout=5)
+        refused = await http.post("/api/chat", headers=acme, json=chat)
+        refused_openai = await http.post("/v1/chat/completions", headers=acme, json=completion)
+        other = asyncio.create_task(http.post("/api/chat", headers=globex, json=chat))
+        await wait_until(lambda: limiter.in_flight == 2)
+        engine.gate.set()
+        assert (await first).status_code == 200
+        assert (await other).status_code == 200, "another tenant is not held back"
+        again = await http.post("/v1/chat/completions", headers=acme, json=completion)
+    assert again.status_code == 200, "the tenant's slot is free once its answer is done"
+    for response in (refused, refused_openai):
+        assert response.status_code == 429, response.text
+        assert response.headers["retry-after"] == "2"
+        assert response.json()["error"]["code"] == "overloaded"
+        assert "max_inflight_per_tenant" in response.json()["error"]["message"]
+    assert len(engine.calls) == 3, "refused requests never reached the engine"
+    assert (limiter.in_flight, limiter.rejected) == (0, 2)
 
 
 async def test_engine_failure_before_first_event_frees_the_slot(settings) -> None:
