@@ -24,11 +24,15 @@ from api.openapi import router as docs_routes
 from api.routes import chat, documents, exports, health, jobs, keys, metrics, sources, traces
 from api.services import Services, build_services
 from sirocco import __version__
+from sirocco.secrets import with_secret_key
 from sirocco.settings import Settings, get_settings
 
 
 def create_app(settings: Settings, *, services: Services | None = None) -> FastAPI:
-    """A new app for ``settings``; ``services`` (optional) replaces the built ones."""
+    """A new app for ``settings``; ``services`` (optional) replaces the built ones.
+    The server secret is resolved first (``sirocco.secrets``): never the placeholder
+    unless ``env`` dev or test was chosen explicitly."""
+    settings = with_secret_key(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
@@ -118,9 +118,19 @@ def get_conversation(conversation_id: str, services: ServicesDep,
 
 @router.delete("/api/conversations/{conversation_id}", status_code=204,
                tags=["conversations"], responses=_NOT_FOUND)
-def delete_conversation(conversation_id: str, services: ServicesDep,
-                        principal: PrincipalDep) -> Response:
-    """Delete one of the caller's conversations and its turns."""
-    Conversations(services.session_factory).delete(
-        conversation_id, tenant=principal.tenant, user=principal.user)
+async def delete_conversation(
+    conversation_id: str, services: ServicesDep, principal: PrincipalDep,
+    traces: Annotated[Literal["keep", "delete"], Query(
+        description="keep (default): the answers' traces stay for review and export, "
+                    "readable by you and the tenant's reviewers; delete: they go too, "
+                    "with their feedback")] = "keep",
+) -> Response:
+    """Delete one of the caller's conversations and its turns, and with
+    ``traces=delete`` the traces of its answers."""
+    if traces == "delete" and services.recorder is not None:
+        # Traces are written in the background: let the last ones land first.
+        await asyncio.to_thread(services.recorder.flush, 5.0)
+    await asyncio.to_thread(Conversations(services.session_factory).delete, conversation_id,
+                            tenant=principal.tenant, user=principal.user,
+                            with_traces=traces == "delete")
     return Response(status_code=204)
