@@ -275,6 +275,9 @@ class HttpToolSettings(BaseModel):
     allowed_groups: list[str] | None = None
     tenants: list[str] | None = None
     timeout_s: float = Field(default=10.0, gt=0)
+    side_effects: bool = Field(default=False, description=(
+        "It changes something (opens a ticket, sends a mail): the model's calls are never "
+        "run by the answering loop but returned as pending calls the user confirms."))
 
 
 class AssistantSettings(BaseModel):

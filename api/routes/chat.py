@@ -18,6 +18,7 @@ from assistant.conversations import (
     ConversationSummary,
     new_conversation_id,
 )
+from assistant.pending import PendingCalls
 from assistant.schemas import AnswerEvent, AnswerResult
 from assistant.tools import tool_choice_for
 from llm.admission import hold_while_streaming
@@ -64,24 +65,28 @@ async def chat(
     kwargs["server_tools"] = tools
     kwargs["tool_choice"] = tool_choice_for(body.tool_choice, tools)
     conversations = Conversations(services.session_factory)
+    # Calls of tools with side effects end the answer and wait for the user.
+    pending = PendingCalls(services.session_factory)
     conversation_id = body.conversation_id or new_conversation_id()
     owner = {"tenant": principal.tenant, "user": principal.user}
     kwargs["history"] = await asyncio.to_thread(
         conversations.history, conversation_id, **owner,
         max_messages=settings.api.max_history_messages)
     kwargs["conversation_id"] = conversation_id
+    answer = pending.remember(services.assistant.stream_answer(body.question, **kwargs),
+                              **owner)
     # At capacity: 429 + Retry-After now, rather than a queue the client times out in.
     slot = services.limiter.acquire()
     try:
         if not body.stream:
             with slot:
                 result: AnswerResult = await collect_answer(conversations.remember(
-                    services.assistant.stream_answer(body.question, **kwargs),
+                    answer,
                     conversation_id=conversation_id, question=body.question, **owner))
             return result
         # The slot is held until the stream closes (done, error or client gone).
         events = hold_while_streaming(conversations.remember(
-            services.assistant.stream_answer(body.question, **kwargs),
+            answer,
             conversation_id=conversation_id, question=body.question, **owner), slot)
         # Wait for the first event before sending headers: failures up to here
         # (retrieval down, engine refusing the prompt) get a real HTTP status.
