@@ -21,14 +21,29 @@ from api.metrics import MetricsMiddleware, SiroccoMetrics
 from api.openai import router as openai_routes
 from api.openapi import install_openapi
 from api.openapi import router as docs_routes
-from api.routes import chat, documents, exports, health, jobs, keys, metrics, sources, traces
+from api.routes import (
+    chat,
+    documents,
+    exports,
+    health,
+    jobs,
+    keys,
+    metrics,
+    sources,
+    tool_calls,
+    traces,
+)
 from api.services import Services, build_services
 from sirocco import __version__
+from sirocco.secrets import with_secret_key
 from sirocco.settings import Settings, get_settings
 
 
 def create_app(settings: Settings, *, services: Services | None = None) -> FastAPI:
-    """A new app for ``settings``; ``services`` (optional) replaces the built ones."""
+    """A new app for ``settings``; ``services`` (optional) replaces the built ones.
+    The server secret is resolved first (``sirocco.secrets``): never the placeholder
+    unless ``env`` dev or test was chosen explicitly."""
+    settings = with_secret_key(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -70,7 +85,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
                        else keyed)
     app.include_router(metrics.router, dependencies=[] if "metrics" in settings.auth.open_endpoints
                        else keyed)
-    for module in (chat, documents, traces, exports, openai_routes):
+    for module in (chat, documents, traces, exports, tool_calls, openai_routes):
         app.include_router(module.router, dependencies=keyed)
     for module in (jobs, sources, keys):
         app.include_router(module.router, dependencies=[Depends(require_admin)])

@@ -8,14 +8,16 @@ If registering fails the saved files are removed again.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
 import shutil
 import unicodedata
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Literal, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -23,15 +25,17 @@ from starlette.types import Message, Receive
 
 from api.schemas import AcceptedDocument, DocumentStatus
 from api.services import Services
-from ingest.formats.base import Limits
 from ingest.models import Document
 from ingest.parsers import detect_format
+from ingest.service import Access
+from sirocco.auth.keys import Principal
 from sirocco.db import session_scope
 from sirocco.errors import (
     DocumentTooLargeError,
     InvalidInputError,
     NotFoundError,
     ParseError,
+    PermissionDeniedError,
     UnavailableError,
 )
 from sirocco.types import EVERYONE
@@ -48,6 +52,55 @@ class Upload(Protocol):
 
     filename: str | None
     file: BinaryIO
+
+
+Visibility = Literal["private", "groups", "tenant"]
+VISIBILITIES: tuple[str, ...] = ("private", "groups", "tenant")
+
+
+@dataclass(frozen=True, slots=True)
+class Intake:
+    """For whom and where an upload is stored: the tenant, its own uploads
+    folder (``tenant_uploads``), the size limits and who may see the files."""
+
+    tenant: str
+    root: Path
+    max_bytes: int
+    max_file_bytes: int
+    access: Access | None = None
+
+
+def tenant_uploads(uploads_path: Path, tenant: str) -> Path:
+    """The tenant's own folder under ``uploads_path``: a readable, path-safe
+    name plus a hash of the tenant (two names never share a folder)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", tenant).strip(".")[:48] or "_"
+    return uploads_path / f"{safe}-{hashlib.sha256(tenant.encode()).hexdigest()[:8]}"
+
+
+def upload_access(principal: Principal, visibility: str, groups: Sequence[str]) -> Access:
+    """Who may see an upload: "private" (the default: the uploader), "groups"
+    (the uploader and ``groups``, default all of theirs; only groups they are
+    in, unless admin) or "tenant" (everyone of the tenant; admins only)."""
+    if visibility not in VISIBILITIES:
+        raise InvalidInputError(f"visibility must be one of {', '.join(VISIBILITIES)}, "
+                                f"got {visibility!r}", param="visibility")
+    if principal.user is None:  # auth off (dev): the anonymous admin
+        return Access()
+    if visibility == "tenant":
+        if not principal.is_admin:
+            raise PermissionDeniedError("only an admin may share an upload with the whole "
+                                        "tenant; choose private or groups")
+        return Access()
+    if visibility == "private":
+        return Access.of(users=[principal.user])
+    chosen = [g for g in groups if g] or list(principal.groups)
+    if not chosen:
+        raise InvalidInputError("you belong to no group: upload privately, or name groups",
+                                param="groups")
+    foreign = sorted(set(chosen) - set(principal.groups))
+    if foreign and not principal.is_admin:
+        raise PermissionDeniedError(f"you are not in group(s) {', '.join(foreign)}")
+    return Access.of(users=[principal.user], groups=chosen)
 
 
 def sanitize_filename(name: str) -> str:
@@ -97,18 +150,11 @@ def capped_receive(receive: Receive, max_bytes: int, *, limit_bytes: int) -> Rec
     return counted
 
 
-async def accept_uploads(
-    files: Sequence[Upload],
-    *,
-    services: Services,
-    uploads_root: Path,
-    max_bytes: int,
-    tenant: str = "default",
-    max_file_bytes: int | None = None,
-) -> list[AcceptedDocument]:
-    """Save ``files`` under ``uploads_root/<uuid>/<name>``, register them, commit,
-    then queue them. ``max_bytes`` bounds the total size of all files,
-    ``max_file_bytes`` (default: the ingest limit, 100 MB) each one.
+async def accept_uploads(files: Sequence[Upload], *, services: Services,
+                         intake: Intake) -> list[AcceptedDocument]:
+    """Save ``files`` under ``intake.root/<uuid>/<name>``, register them with
+    ``intake.access``, commit, then queue them. ``intake.max_bytes`` bounds the
+    total size of all files, ``intake.max_file_bytes`` each one.
 
     Raises ``DocumentTooLargeError`` (nothing kept), ``UnsupportedFormatError``
     for a file type no parser reads (nothing kept), ``InvalidInputError`` for a
@@ -118,15 +164,16 @@ async def accept_uploads(
     if not files:
         raise InvalidInputError("no files in the upload; send them in the multipart field 'files'")
     names = [sanitize_filename(f.filename or "") for f in files]
-    per_file = max_file_bytes if max_file_bytes is not None else Limits().max_file_bytes
+    max_bytes = intake.max_bytes
     for upload, name in zip(files, names, strict=True):
-        await asyncio.to_thread(_check_file, upload.file, name, per_file, max_bytes)
+        await asyncio.to_thread(_check_file, upload.file, name, intake.max_file_bytes,
+                                max_bytes)
     dirs: list[Path] = []
     try:
         paths: list[Path] = []
         remaining = max_bytes
         for upload, name in zip(files, names, strict=True):
-            folder = uploads_root / uuid.uuid4().hex
+            folder = intake.root / uuid.uuid4().hex
             dirs.append(folder)
             dest = folder / name
             if dest.resolve().parent != folder.resolve():  # defence in depth
@@ -136,7 +183,7 @@ async def accept_uploads(
                 raise too_large(max_bytes)
             remaining -= written
             paths.append(dest)
-        accepted = await asyncio.to_thread(_register, services, paths, names, tenant)
+        accepted = await asyncio.to_thread(_register, services, paths, names, intake)
     except BaseException:
         for folder in dirs:
             shutil.rmtree(folder, ignore_errors=True)
@@ -222,10 +269,11 @@ def _save(src: BinaryIO, dest: Path, limit: int) -> int | None:
 
 
 def _register(services: Services, paths: list[Path], names: list[str],
-              tenant: str) -> list[AcceptedDocument]:
+              intake: Intake) -> list[AcceptedDocument]:
     by_path = {str(p): n for p, n in zip(paths, names, strict=True)}
     with session_scope(services.session_factory) as session:
-        docs = services.register_files(paths, session=session, tenant=tenant)
+        docs = services.register_files(paths, session=session, tenant=intake.tenant,
+                                       access=intake.access)
         session.flush()  # column defaults (id, status) are set on flush
         return [
             AcceptedDocument(

@@ -233,6 +233,18 @@ class SourceCreate(BaseModel):
     tags: list[str] = _NAMES
 
 
+class SourceAccess(BaseModel):
+    """Who may see a source's documents (no users and no groups: everyone in
+    the tenant) and their tags. Applied to the indexed chunks at once."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"groups": ["hr"], "users": [], "tags": ["policy"]}]})
+
+    users: list[str] = _NAMES
+    groups: list[str] = _NAMES
+    tags: list[str] = _NAMES
+
+
 class SourcePublic(BaseModel):
     model_config = ConfigDict(
         from_attributes=True,

@@ -26,10 +26,11 @@ logger = logging.getLogger(__name__)
 
 
 class RegisterFiles(Protocol):
-    """``ingest.service.register_files``: one ``Document`` per path, status "queued"."""
+    """``ingest.service.register_files``: one ``Document`` per path, status
+    "queued"; ``access`` (an ``ingest.service.Access``) says who sees them."""
 
     def __call__(self, paths: Sequence[Path], *, session: Session,
-                 tenant: str = "default") -> list[Any]: ...
+                 tenant: str = "default", access: Any = None) -> list[Any]: ...
 
 
 class EnqueueDocuments(Protocol):

@@ -18,6 +18,7 @@ async def collect_answer(events: AsyncIterator[AnswerEvent]) -> AnswerResult:
     parts: list[str] = []
     calls: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
+    pending: list[dict[str, Any]] = []
     async with aclosing(events):  # type: ignore[type-var]
         async for event in events:
             if event.type == "delta":
@@ -26,6 +27,8 @@ async def collect_answer(events: AsyncIterator[AnswerEvent]) -> AnswerResult:
                 calls += event.tool_calls or []
             elif event.type == "tool_result":
                 results += event.tool_calls or []
+            elif event.type == "tool_pending":
+                pending += event.tool_calls or []
             elif event.type == "error":
                 raise EngineError(event.message or "the answer failed")
             else:
@@ -34,6 +37,7 @@ async def collect_answer(events: AsyncIterator[AnswerEvent]) -> AnswerResult:
                     citations=event.citations or [], sources=event.sources or [],
                     trace_id=event.trace_id, usage=event.usage, model=event.model,
                     finish_reason=event.finish_reason, tool_calls=calls,
-                    tool_results=results, dropped_citations=event.dropped_citations or [],
+                    tool_results=results, pending_tool_calls=pending,
+                    dropped_citations=event.dropped_citations or [],
                     query=event.query, conversation_id=event.conversation_id)
     raise EngineError("the answer ended without a result")

@@ -1,8 +1,9 @@
 """Conversations of the native chat: stored turns, owned by one caller.
 
-A conversation belongs to the (tenant, user) that started it; every read,
-write and delete is scoped to that owner, and another caller naming its id
-gets "not found" (the same answer as for an id that does not exist). The
+A conversation belongs to the (tenant, user) that started it, and its id is
+unique per owner: every read, write and delete is scoped to that owner, and
+another caller naming the same id reaches a conversation of its own (or "not
+found"), never learning that the id is taken. The
 native ``/api/chat`` loads the last turns as history for a follow-up
 (``open``) and stores the new turn once the answer is done (``remember``);
 clients of ``/v1`` send their own history instead.
@@ -19,13 +20,24 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, func, select
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    select,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, sessionmaker
 
 from assistant.schemas import AnswerEvent
 from sirocco.db import Base, session_scope, utcnow
 from sirocco.errors import NotFoundError
 from sirocco.types import ChatMessage
+from traces.models import Trace
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +45,20 @@ TITLE_CHARS = 120
 
 
 class Conversation(Base):
-    __tablename__ = "conversations"
+    """A conversation: its id is the client's (``conversation_id``), unique per
+    owner (tenant, user), so two callers choosing the same id get two
+    conversations and learn nothing of each other's."""
 
+    __tablename__ = "conversations"
+    __table_args__ = (UniqueConstraint("tenant", "user", "client_id",
+                                       name="uq_conversations_owner_id"),)
+
+    #: Internal row key (column "id"; turns point to it). Rows made before
+    #: ids were scoped per owner keep their client id here.
+    key: Mapped[str] = mapped_column("id", String(64), primary_key=True,
+                                     default=lambda: str(uuid.uuid4()))
     #: Chosen by the client (``conversation_id``) or a new UUID.
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[str] = mapped_column("client_id", String(64))
     tenant: Mapped[str] = mapped_column(String(64), index=True)
     #: The owner within the tenant; "" for callers without a user (auth off).
     user: Mapped[str] = mapped_column(String(255), index=True, default="")
@@ -130,10 +152,17 @@ class Conversations:
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self._session_factory = session_factory
 
+    @staticmethod
+    def _find(session: Session, conversation_id: str, tenant: str,
+              user: str | None) -> Conversation | None:
+        return session.scalar(select(Conversation).where(
+            Conversation.tenant == tenant, Conversation.user == (user or ""),
+            Conversation.id == conversation_id))
+
     def _owned(self, session: Session, conversation_id: str, tenant: str,
                user: str | None) -> Conversation:
-        conv = session.get(Conversation, conversation_id)
-        if conv is None or conv.tenant != tenant or conv.user != (user or ""):
+        conv = self._find(session, conversation_id, tenant, user)
+        if conv is None:
             raise NotFoundError(f"conversation {conversation_id!r} not found")
         return conv
 
@@ -144,7 +173,7 @@ class Conversations:
                          func.count().label("n")).group_by(ConversationTurn.conversation_id)
                   .subquery())
         query = (select(Conversation, func.coalesce(counts.c.n, 0))
-                 .outerjoin(counts, counts.c.conversation_id == Conversation.id)
+                 .outerjoin(counts, counts.c.conversation_id == Conversation.key)
                  .where(Conversation.tenant == tenant, Conversation.user == (user or ""))
                  .order_by(Conversation.updated_at.desc(), Conversation.id)
                  .limit(limit).offset(offset))
@@ -159,25 +188,35 @@ class Conversations:
             detail = ConversationDetail.model_validate(conv)
             return detail.model_copy(update={"turn_count": len(detail.turns)})
 
-    def delete(self, conversation_id: str, *, tenant: str, user: str | None) -> None:
-        """Delete one of the caller's conversations and its turns (traces stay:
-        they belong to the trace store's retention)."""
+    def delete(self, conversation_id: str, *, tenant: str, user: str | None,
+               with_traces: bool = False) -> int:
+        """Delete one of the caller's conversations and its turns. Its traces
+        stay (the trace store's retention, reviews, exports) unless
+        ``with_traces``: then the traces of its turns go too, with their
+        feedback. Returns the number of traces deleted."""
         with session_scope(self._session_factory) as session:
             conv = self._owned(session, conversation_id, tenant, user)
+            trace_ids = [t.trace_id for t in conv.turns if t.trace_id]
             session.delete(conv)
+            if not (with_traces and trace_ids):
+                return 0
+            traces = session.scalars(select(Trace).where(Trace.id.in_(trace_ids),
+                                                         Trace.tenant == tenant)).all()
+            for trace in traces:
+                session.delete(trace)
+            return len(traces)
 
     def history(self, conversation_id: str | None, *, tenant: str, user: str | None,
                 max_messages: int) -> list[ChatMessage]:
         """The last turns of an existing conversation of the caller as chat messages
-        (at most ``max_messages``); [] for a new id. ``NotFoundError`` when the id
-        is another caller's."""
+        (at most ``max_messages``); [] for an id the caller has not used (another
+        caller's conversation of that id is another conversation)."""
         if conversation_id is None or max_messages <= 0:
             return []
         with session_scope(self._session_factory) as session:
-            conv = session.get(Conversation, conversation_id)
+            conv = self._find(session, conversation_id, tenant, user)
             if conv is None:
                 return []
-            conv = self._owned(session, conversation_id, tenant, user)
             messages: list[ChatMessage] = []
             for turn in conv.turns[-(max_messages // 2 or 1):]:
                 messages += [ChatMessage("user", turn.question),
@@ -188,14 +227,12 @@ class Conversations:
                  answer: str, citations: list[dict[str, Any]], trace_id: str | None) -> None:
         """Append a turn, creating the conversation (titled by its first question)."""
         with session_scope(self._session_factory) as session:
-            conv = session.get(Conversation, conversation_id)
+            conv = self._find(session, conversation_id, tenant, user)
             if conv is None:
                 conv = Conversation(id=conversation_id, tenant=tenant, user=user or "",
                                     title=" ".join(question.split())[:TITLE_CHARS])
                 session.add(conv)
                 session.flush()
-            else:
-                conv = self._owned(session, conversation_id, tenant, user)
             position = len(conv.turns)
             conv.turns.append(ConversationTurn(
                 position=position, question=question, answer=answer, citations=citations,

@@ -7,7 +7,10 @@ run here, through the registry's checks, with what is left of the answer's
 tool-time budget; each result is appended as a ``tool`` message, reported as
 a ``tool_result`` event and recorded as a ``tool`` span, and the model gets
 another turn. After ``max_tool_steps`` turns with tools, one last turn without
-server tools makes the model answer with what it has.
+server tools makes the model answer with what it has. A call of a tool with
+side effects (``Tool.side_effects``) is never run here, whatever the model was
+told by a document: the answer ends with a ``tool_pending`` event and the user
+confirms or rejects the call (``assistant.pending``).
 """
 
 from __future__ import annotations
@@ -103,6 +106,7 @@ async def converse(engine: Engine, messages: list[ChatMessage], *, run: Any, han
                                  request_id=request_id, **forced)
         text: list[str] = []
         server_calls: list[ToolCall] = []
+        pending: list[ToolCall] = []
         client_called = False
         async with aclosing(stream):
             async for event in stream:
@@ -114,7 +118,10 @@ async def converse(engine: Engine, messages: list[ChatMessage], *, run: Any, han
                 elif event.kind == "tool_call" and event.tool_call is not None:
                     call = event.tool_call
                     if turns.registry is not None and call.name not in client_names:
-                        if step < steps:
+                        tool = turns.registry.get(call.name)
+                        if tool is not None and tool.side_effects:
+                            pending.append(call)  # whatever step: never run here
+                        elif step < steps:
                             server_calls.append(call)
                         else:  # the last turn offered no server tools
                             logger.warning("tool call past max_tool_steps ignored",
@@ -131,6 +138,12 @@ async def converse(engine: Engine, messages: list[ChatMessage], *, run: Any, han
                     handle.end_span(span, **_llm_attributes(run, event.usage))
                 else:
                     logger.warning("ignoring engine event", extra={"kind": event.kind})
+        if pending:
+            # Tools with side effects wait for the user; nothing else runs now.
+            records = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in pending]
+            run.tool_calls.extend(records)
+            yield AnswerEvent(type="tool_pending", tool_calls=records)
+            return
         if not server_calls or client_called:
             return
         handle.mark_first_token()

@@ -142,6 +142,10 @@ class AnswerEvent(BaseModel):
         ``tool_calls`` holds ``{"id", "name", "arguments"}`` (arguments: JSON text).
     type="tool_result": a server tool ran (``assistant.tools``); ``tool_calls``
         holds ``{"id", "name", "arguments", "content", "is_error"}``.
+    type="tool_pending": the model called a tool with side effects, which
+        only runs once the user confirms it; ``tool_calls`` holds ``{"id",
+        "name", "arguments"}`` (and ``pending_id`` on the native chat, for
+        ``POST /api/tool-calls/{pending_id}``). The answer ends after it.
     type="error": last on failure after output began; ``message`` (for the
         user), ``code`` (stable, from ``sirocco.errors``), ``trace_id``.
     """
@@ -183,7 +187,7 @@ class AnswerEvent(BaseModel):
         }
     )
 
-    type: Literal["delta", "tool_call", "tool_result", "done", "error"]
+    type: Literal["delta", "tool_call", "tool_result", "tool_pending", "done", "error"]
     text: str | None = None
     message: str | None = None
     code: str | None = None
@@ -251,6 +255,8 @@ class AnswerResult(BaseModel):
     tool_calls: list[dict[str, Any]] = []
     #: Server tools that ran, with their results (``tool_result`` events).
     tool_results: list[dict[str, Any]] = []
+    #: Calls of tools with side effects waiting for the user (``tool_pending``).
+    pending_tool_calls: list[dict[str, Any]] = []
     #: Cited numbers of no source shown to the model: removed from ``answer``.
     dropped_citations: list[int] = []
     #: The standalone query retrieval used, when the question was rewritten.

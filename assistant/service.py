@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
@@ -40,7 +41,7 @@ from assistant.query import needs_rewrite, standalone_query
 from assistant.schemas import AnswerEvent, AnswerResult, AnswerUsage, Source
 from assistant.tools import SourceBook, SourceCatalog, ToolKit, build_tools, offered_specs
 from llm.engine import Engine
-from llm.tools import ToolContext
+from llm.tools import ToolContext, ToolResult
 from retrieval.packing import pack
 from retrieval.rerank import Reranker
 from retrieval.store import Caller, SearchFilter, Store
@@ -51,7 +52,7 @@ from sirocco.errors import (
     UnavailableError,
 )
 from sirocco.settings import Settings
-from sirocco.types import ChatMessage, GenerationOptions, SearchHit, Usage
+from sirocco.types import ChatMessage, GenerationOptions, SearchHit, ToolCall, Usage
 from traces.recorder import TraceRecorder
 
 logger = logging.getLogger(__name__)
@@ -331,6 +332,19 @@ class Assistant:
             dropped_citations=dropped,
             query=query if query != question else None,
         )
+
+    async def run_confirmed(self, call: ToolCall, context: ToolContext) -> ToolResult:
+        """Run one tool call its user confirmed (``assistant.pending``), with
+        their permissions, checked again, within the tools' time budget."""
+        registry = build_tools(self._toolkit, self._settings, context, SourceBook(),
+                               [call.name])
+        limit = self._settings.assistant.max_tool_time_s
+        try:
+            return await asyncio.wait_for(registry.execute(call, context), timeout=limit)
+        except TimeoutError:
+            return ToolResult(call.id, call.name,
+                              json.dumps({"error": f"timed out after {limit:g}s"}),
+                              is_error=True)
 
     async def answer(
         self,

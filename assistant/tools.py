@@ -194,7 +194,7 @@ def http_tool(config: HttpToolSettings, context: ToolContext, *,
             return response.text[:max_chars]
 
     return Tool(config.name, config.description, config.parameters, call,
-                http_permission(config))
+                http_permission(config), side_effects=config.side_effects)
 
 
 @dataclass

@@ -11,9 +11,11 @@ and PostgreSQL alike.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import and_, case, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -75,6 +77,20 @@ def add_items(
         job.total += 1
         if state == "skipped":
             job.skipped += 1
+    session.flush()
+
+
+def add_skipped_paths(job: Job, skipped: Iterable[Any], *, session: Session) -> None:
+    """Record files a walk left out (``ingest.service.Skipped``) as finished,
+    skipped items with their reason: per-file errors without a document."""
+    for item in skipped:
+        path = str(item.path)
+        # No document: a stable id of the path keeps (job, document) unique.
+        pseudo = "path:" + hashlib.sha256(path.encode()).hexdigest()[:31]
+        session.add(JobItem(job_id=job.id, document_id=pseudo, path=path, state="skipped",
+                            error=item.reason, attempts=0))
+        job.total += 1
+        job.skipped += 1
     session.flush()
 
 

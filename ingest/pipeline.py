@@ -35,9 +35,10 @@ from ingest.embedder import Embedder
 from ingest.formats.base import Limits
 from ingest.formats.text import atx_heading_text
 from ingest.jobs import finish_item_in
-from ingest.models import Document, StagedChunks
+from ingest.models import Document, Source, StagedChunks
 from ingest.parsers import parse_bytes, read_file
 from ingest.rebuild import finish_if_rebuilt
+from ingest.sources import display_path
 from retrieval.store import Store
 from sirocco.db import session_scope, utcnow
 from sirocco.errors import InvalidInputError, NotFoundError, ParseError
@@ -91,6 +92,9 @@ def parse_document(
         doc.attempts += 1
         doc.status, doc.error, doc.lease_until = "running", None, None
         source, tenant = doc.source_path, doc.tenant
+        # Citations and tools show this, never the absolute server path.
+        shown = display_path(source, session.get(Source, doc.source_id) if doc.source_id
+                             else None)
         # What every chunk carries for filters and access control.
         facts = {"acl": tuple(doc.acl or (EVERYONE,)), "tags": tuple(doc.tags or ()),
                  "source_id": doc.source_id}
@@ -101,7 +105,7 @@ def parse_document(
         parsed = parse_bytes(data, name=source, limits=limits)
         chunk_tokens, overlap_tokens = chunk_sizes(settings, tokenizer)
         chunks = chunk_document(
-            parsed, doc_id=doc_id, source=source, tenant=tenant,
+            parsed, doc_id=doc_id, source=shown, tenant=tenant,
             tokenizer=getattr(tokenizer, "tokenizer", None),
             chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens,
         )
@@ -282,12 +286,21 @@ def store_claimed(
         staged = list(session.scalars(
             select(StagedChunks).where(StagedChunks.document_id.in_(doc_ids))
         ))
-    chunks_of = {s.document_id: [_chunk(d) for d in json.loads(s.chunks)] for s in staged}
+        access = access_of(session, doc_ids)
+    # The ACL and tags as they are now, not as they were at parse time: a
+    # source's access may have been narrowed since (``set_source_access``).
+    chunks_of = {s.document_id: [replace(_chunk(d), **_facts(access, s.document_id))
+                                 for d in json.loads(s.chunks)] for s in staged}
     chunks = [c for s in staged for c in chunks_of[s.document_id]]
     # One call for the whole claim (at most max_batch_chunks): the embedder sorts
     # by length and batches inside it, so padding stays small across documents.
     vectors = embedder.embed_documents([embedding_text(c) for c in chunks])
     store.replace_documents(list(chunks_of), chunks, vectors)
+    with session_scope(session_factory) as session:
+        changed = {d: a for d, a in access_of(session, list(chunks_of)).items()
+                   if a != access.get(d)}
+    for doc_id, (acl, tags) in changed.items():  # narrowed while we embedded
+        store.set_access([doc_id], acl=acl, tags=tags)
 
     stored: dict[str, int] = {}
     gone: list[str] = []
@@ -405,6 +418,22 @@ def _give_up_embedding(session: Session, doc_id: str, attempts: int) -> None:
     _fail(session, doc, f"gave up after {attempts} embedding attempts that did not finish "
           "(the worker was killed, out of memory or over the time limit?)",
           staged.job_id if staged else None)
+
+
+def access_of(session: Session, doc_ids: Sequence[str]
+              ) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """The ACL (``EVERYONE`` when open) and tags each chunk of these documents carries."""
+    rows = session.execute(select(Document.id, Document.acl, Document.tags)
+                           .where(Document.id.in_(list(doc_ids))))
+    return {i: (tuple(acl or (EVERYONE,)), tuple(tags or ())) for i, acl, tags in rows}
+
+
+def _facts(access: dict[str, tuple[tuple[str, ...], tuple[str, ...]]], doc_id: str
+           ) -> dict[str, tuple[str, ...]]:
+    if doc_id not in access:
+        return {}
+    acl, tags = access[doc_id]
+    return {"acl": acl, "tags": tags}
 
 
 def _chunk(d: dict[str, Any]) -> Chunk:

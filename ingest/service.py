@@ -43,6 +43,14 @@ class Access:
         return cls(acl=acl or None, tags=sorted({t for t in tags if t}) or None)
 
 
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A file a folder walk left out, and why (it becomes a per-file error)."""
+
+    path: Path
+    reason: str
+
+
 @dataclass(slots=True)
 class Staged:
     """What ``stage_file`` did with one file."""
@@ -102,8 +110,9 @@ def stage_file(
     A file whose ``access`` changed is queued again, so its chunks carry the new
     ACL (search filters on the chunks' copy).
 
-    Duplicates: one copy of each content per tenant is ingested. A new or
-    changed file whose SHA-256 equals another live document's gets status
+    Duplicates: one copy of each content per tenant and access is ingested. A
+    new or changed file whose SHA-256 equals another live document's with the
+    same ACL and tags gets status
     "duplicate" and ``duplicate_of`` = that document's id, and no chunks (any it
     had are for the caller to delete: ``Document.chunk_count`` is left as it
     was until then). When the original changes or goes away,
@@ -134,18 +143,26 @@ def stage_file(
     doc.error = None
     doc.attempts = 0
     session.flush()
-    original = session.scalar(
+    # Only a copy with the same access counts: its chunks then show exactly to
+    # those who may see this file, and a duplicate never confirms that a file
+    # the uploader may not see exists.
+    original = next((d for d in session.scalars(
         select(Document)
         .where(Document.tenant == tenant, Document.content_hash == digest,
                Document.id != doc.id, Document.duplicate_of.is_(None))
         .order_by(Document.created_at, Document.id)
-        .limit(1)
-    )
+    ) if same_access(d, doc)), None)
     if original is not None and not force:
         doc.status, doc.duplicate_of = "duplicate", original.id
         return Staged("duplicate", doc, promoted)
     doc.status, doc.duplicate_of = "queued", None
     return Staged("queued", doc, promoted)
+
+
+def same_access(a: Document, b: Document) -> bool:
+    """Whether two documents show to the same people with the same tags."""
+    return (sorted(a.acl or []), sorted(a.tags or [])) == (sorted(b.acl or []),
+                                                           sorted(b.tags or []))
 
 
 def promote_duplicates(doc_id: str, *, session: Session) -> list[Document]:
@@ -165,8 +182,11 @@ def promote_duplicates(doc_id: str, *, session: Session) -> list[Document]:
     return [first]
 
 
-def iter_files(paths: Iterable[str | Path]) -> Iterator[Path]:
-    """Absolute file paths, each once, folders walked in sorted order."""
+def iter_files(paths: Iterable[str | Path],
+               skipped: list[Skipped] | None = None) -> Iterator[Path]:
+    """Absolute file paths, each once, folders walked in sorted order. A file in
+    a folder that is a symlink leading out of that folder is not yielded: it is
+    appended to ``skipped`` (a folder must not publish what lies outside it)."""
     seen: set[Path] = set()
     for raw in paths:
         root = Path(raw).expanduser().resolve()
@@ -177,6 +197,12 @@ def iter_files(paths: Iterable[str | Path]) -> Iterator[Path]:
         else:
             candidates = _walk(root)
         for path in candidates:
+            if root.is_dir() and root not in path.resolve().parents:
+                logger.warning("symlink out of the folder, skipped", extra={"path": str(path)})
+                if skipped is not None:
+                    skipped.append(Skipped(path, "skipped: a symlink that leads out of the "
+                                                 "source folder"))
+                continue
             if path not in seen:
                 seen.add(path)
                 yield path

@@ -10,17 +10,33 @@ commits, then enqueues ``SyncPlan.to_enqueue`` with the job id.
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from ingest.jobs import add_items, cancel_items_of, create_job, finish_if_complete
+from ingest.jobs import (
+    add_items,
+    add_skipped_paths,
+    cancel_items_of,
+    create_job,
+    finish_if_complete,
+)
 from ingest.models import Document, Job, Source, StagedChunks
-from ingest.service import Access, iter_files, promote_duplicates, stage_file
+from ingest.service import (
+    Access,
+    Skipped,
+    iter_files,
+    promote_duplicates,
+    same_access,
+    stage_file,
+)
 from retrieval.store import Store
-from sirocco.errors import InvalidInputError, NotFoundError
+from sirocco.errors import InvalidInputError, NotFoundError, PermissionDeniedError
+from sirocco.types import EVERYONE
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +72,50 @@ def add_source(
     session.flush()
     logger.info("source added", extra={"source_id": source.id, "path": str(root)})
     return source
+
+
+def allowed_folder(path: str | Path, *, roots: Sequence[Path], data_dir: Path) -> Path:
+    """``path`` resolved (symlinks followed), if a client may make it a source:
+    inside one of ``roots`` (``ingest.allowed_roots``) and apart from the
+    server's ``data_dir``, which holds every tenant's uploads.
+
+    Raises ``PermissionDeniedError`` otherwise, with the same message whether
+    or not the folder exists, so the answer reveals nothing outside the roots;
+    with no roots every folder is refused (the CLI on the server may still add
+    them).
+    """
+    if not roots:
+        raise PermissionDeniedError(
+            "adding source folders through the API is off: list the folders it may use in "
+            "ingest.allowed_roots (SIROCCO_INGEST__ALLOWED_ROOTS), or run `sirocco sources "
+            "add` on the server")
+    if not Path(path).is_absolute():
+        raise InvalidInputError(f"{path}: give an absolute path", param="path")
+    real = Path(os.path.realpath(path))
+    data = Path(os.path.realpath(data_dir))
+
+    def within(inner: Path, outer: Path) -> bool:
+        return inner == outer or outer in inner.parents
+
+    inside = any(within(real, Path(os.path.realpath(r))) for r in roots)
+    if not inside or within(real, data) or within(data, real):
+        raise PermissionDeniedError(
+            f"{path} is not inside the folders sources may come from (ingest.allowed_roots)")
+    return real
+
+
+def display_path(path: str, source: Source | None) -> str:
+    """How citations and tools show a document's file: relative to its source's
+    folder under the source's name ("handbook/travel/policy.pdf"), the file
+    name for uploads and files ingested without a source; never the absolute
+    server path."""
+    file = Path(path)
+    if source is not None and source.kind == "folder" and source.path:
+        try:
+            return str(PurePosixPath(source.name, *file.relative_to(source.path).parts))
+        except ValueError:
+            pass
+    return file.name
 
 
 def uploads_source(*, session: Session, tenant: str, path: str | Path | None = None) -> Source:
@@ -112,8 +172,9 @@ def sync_source(source: Source, *, session: Session, store: Store) -> SyncPlan:
     seen: set[str] = set()
     queued: list[Document] = []
     duplicates: list[Document] = []
+    skipped: list[Skipped] = []
     unchanged = 0
-    for path in iter_files([source.path]):
+    for path in iter_files([source.path], skipped=skipped):
         staged = stage_file(path, session=session, tenant=source.tenant, source_id=source.id,
                             access=Access(acl=source.acl, tags=source.tags))
         seen.add(staged.doc.id)
@@ -132,6 +193,7 @@ def sync_source(source: Source, *, session: Session, store: Store) -> SyncPlan:
     queued.extend(_delete_documents(gone, session=session, store=store))
     add_items(job, _unique(queued), session=session)
     add_items(job, duplicates, session=session, state="skipped", error="duplicate content")
+    add_skipped_paths(job, skipped, session=session)
     job.total += unchanged
     job.skipped += unchanged
     job.removed = len(gone)
@@ -140,6 +202,46 @@ def sync_source(source: Source, *, session: Session, store: Store) -> SyncPlan:
     logger.info("sync planned", extra={"source_id": source.id, "job_id": job.id,
                                        "queued": len(queued), "removed": len(gone)})
     return SyncPlan(job=job, to_enqueue=[d.id for d in _unique(queued)])
+
+
+def set_source_access(source: Source, access: Access, *, session: Session,
+                      store: Store) -> tuple[int, list[str]]:
+    """Give a source, its documents and their indexed chunks ``access`` (flushed).
+
+    The chunks are rewritten first, in the store: a narrowed source stops
+    showing at the next search, not after a re-ingest; a document being
+    embedded meanwhile takes the new access (``ingest.pipeline.store_claimed``
+    reads it). Duplicates only pair documents of equal access, so pairs the
+    change splits become originals of their own. Returns the number of
+    documents changed and the ids to enqueue after the commit."""
+    source.acl, source.tags = access.acl, access.tags
+    docs = _documents_of(session, source.id)
+    store.set_access([d.id for d in docs], acl=access.acl or [EVERYONE],
+                     tags=access.tags or [])
+    for doc in docs:
+        doc.acl, doc.tags = access.acl, access.tags
+    session.flush()
+    queued = _split_duplicates(docs, session=session)
+    logger.info("source access changed", extra={"source_id": source.id, "documents": len(docs),
+                                                "requeued": len(queued)})
+    return len(docs), [d.id for d in queued]
+
+
+def _split_duplicates(docs: list[Document], *, session: Session) -> list[Document]:
+    """Re-queue, as originals, duplicates whose access no longer matches their
+    original's (either side may be among ``docs``)."""
+    queued: list[Document] = []
+    for doc in docs:
+        original = session.get(Document, doc.duplicate_of) if doc.duplicate_of else None
+        if original is not None and not same_access(original, doc):
+            doc.duplicate_of, doc.status, doc.attempts, doc.error = None, "queued", 0, None
+            queued.append(doc)
+        for dup in session.scalars(select(Document).where(Document.duplicate_of == doc.id)):
+            if not same_access(dup, doc):
+                dup.duplicate_of, dup.status, dup.attempts, dup.error = None, "queued", 0, None
+                queued.append(dup)
+    session.flush()
+    return _unique(queued)
 
 
 def remove_source(source: Source, *, session: Session, store: Store) -> tuple[int, list[str]]:

@@ -65,6 +65,9 @@ class Tool:
     func: Callable[..., Any]
     #: ``permission(context) -> bool``; None: everyone may call it.
     permission: Callable[[ToolContext], bool] | None = None
+    #: It changes something outside (a ticket, a mail): the answering loop never
+    #: runs it on its own, the user confirms each call (``assistant.pending``).
+    side_effects: bool = False
 
     def spec(self) -> dict[str, Any]:
         """The OpenAI ``tools`` entry for this tool."""

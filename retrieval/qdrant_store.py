@@ -116,6 +116,20 @@ class QdrantStore:
                 for target in self._write_targets(client, len(vectors[0])):
                     self.write_points(client, target, points)
 
+    def set_access(self, doc_ids: Sequence[str], *, acl: Sequence[str],
+                   tags: Sequence[str]) -> None:
+        """Rewrite ``acl`` and ``tags`` on every chunk of ``doc_ids`` in the live
+        collection and in one being rebuilt; a missing collection is a no-op."""
+        if not doc_ids:
+            return
+        selector = qm.FilterSelector(filter=qdrant_filter(SearchFilter(doc_ids=list(doc_ids))))
+        with self._client() as client:
+            for name in (target_collection(client, self.collection),
+                         collections.building(client, self.collection)):
+                if name is not None:
+                    client.set_payload(name, payload={"acl": list(acl), "tags": list(tags)},
+                                       points=selector, wait=True)
+
     def search(
         self,
         vector: Sequence[float] | None,

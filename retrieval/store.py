@@ -77,6 +77,12 @@ class Store(Protocol):
         documents), as one store operation."""
         ...
 
+    def set_access(self, doc_ids: Sequence[str], *, acl: Sequence[str],
+                   tags: Sequence[str]) -> None:
+        """Rewrite the ACL and tags every chunk of ``doc_ids`` carries, at once
+        (no re-embedding): a narrowed source stops showing at the next search."""
+        ...
+
     def search(
         self,
         vector: Sequence[float] | None,

@@ -80,11 +80,11 @@ def models_prepare(
 def db_upgrade() -> None:
     """Apply the Alembic migrations to the configured database."""
     _setup_logging()
-    from sirocco.db import upgrade_database
+    from sirocco.db import redacted_url, upgrade_database
 
     settings = get_settings()
     upgrade_database(settings)
-    console.print(f"database at head: {settings.database_url}")
+    console.print(f"database at head: {redacted_url(settings.database_url)}")
 
 
 @app.command()

@@ -41,7 +41,8 @@ def export(
     all_consents: Annotated[bool, typer.Option(
         help="Also traces whose user did not consent.")] = False,
     reviewed_only: Annotated[bool, typer.Option(
-        help="Only feedback an annotator approved counts.")] = False,
+        "--reviewed-only/--all-feedback",
+        help="Only feedback a reviewer approved counts (corrections included).")] = True,
     context: Annotated[bool, typer.Option(
         help="Keep the retrieved sources in the prompt.")] = True,
     scrub_pii: Annotated[bool, typer.Option(help="Replace emails, phones, names ...")] = False,

@@ -71,6 +71,16 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
 _MIGRATION_LOCK_KEY = 0x5152_4F43  # "SIRO" - any constant shared by all processes
 
 
+def redacted_url(url: str) -> str:
+    """``url`` fit to print or log: its password replaced by ``***``."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy reads: show no part of it that could be secret
+        return url.split("@", 1)[-1] if "@" in url else url
+
+
 def upgrade_database(settings: Settings, *, engine: Engine | None = None,
                      revision: str = "head") -> None:
     """Bring the schema at ``settings.database_url`` (or ``engine``) to ``revision``

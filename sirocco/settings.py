@@ -223,6 +223,10 @@ class AuthSettings(BaseModel):
     # Endpoints served without a key: "docs" (/docs, /openapi.json) and/or
     # "metrics" (/metrics, for a Prometheus that cannot send a bearer token).
     open_endpoints: list[Literal["docs", "metrics"]] = Field(default_factory=list)
+    reviewer_groups: list[str] = Field(
+        default_factory=lambda: ["reviewers", "annotators"],
+        description="Members of these groups (and admins) may read every trace of their "
+                    "tenant, annotate, review feedback and export; others see their own.")
 
 
 class ApiSettings(BaseModel):
@@ -237,6 +241,10 @@ class ApiSettings(BaseModel):
 
 
 class IngestSettings(BaseModel):
+    allowed_roots: list[Path] = Field(
+        default_factory=list,
+        description="Folders under which POST /api/sources may register sources. Empty: "
+                    "the API refuses every folder (the CLI on the server may still add them).")
     # Per-file bounds on parsing (see ingest.formats.base.Limits).
     max_file_mb: float = 100
     max_pages: int = 2000
@@ -281,6 +289,9 @@ class HttpToolSettings(BaseModel):
     allowed_groups: list[str] | None = None
     tenants: list[str] | None = None
     timeout_s: float = Field(default=10.0, gt=0)
+    side_effects: bool = Field(default=False, description=(
+        "It changes something (opens a ticket, sends a mail): the model's calls are never "
+        "run by the answering loop but returned as pending calls the user confirms."))
 
 
 class AssistantSettings(BaseModel):

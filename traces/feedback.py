@@ -1,7 +1,10 @@
 """Feedback on answers (thumbs, rating, comment, correction) and its review.
 
-Keyword-only functions on a session the caller owns. Every function takes the
-caller's ``tenant``: a trace or feedback of another tenant is "not found".
+Keyword-only functions on a session the caller owns. Feedback is given by a
+``TraceViewer`` on a trace it may read (``traces.access``: the asker, or an
+admin or reviewer of the tenant); anything else is "not found". Each author
+has one piece of feedback of each kind per trace: giving it again replaces it.
+Review functions take the caller's ``tenant``.
 """
 
 from __future__ import annotations
@@ -10,36 +13,43 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sirocco.db import utcnow
-from sirocco.errors import InvalidInputError, NotFoundError
-from traces.models import Feedback, Trace
+from sirocco.errors import InvalidInputError, NotFoundError, PermissionDeniedError
+from traces.access import TraceViewer
+from traces.models import Feedback
+from traces.repository import get_trace
 from traces.schemas import FeedbackCreate, ReviewUpdate
 
 MAX_LIST_LIMIT = 500
 
 
-def tenant_trace(*, session: Session, trace_id: str, tenant: str) -> Trace:
-    """The trace, if it belongs to ``tenant``; ``NotFoundError`` otherwise."""
-    trace = session.get(Trace, trace_id)
-    if trace is None or trace.tenant != tenant:
-        raise NotFoundError(f"trace {trace_id!r} not found")
-    return trace
-
-
-def add_feedback(*, session: Session, trace_id: str, tenant: str, data: FeedbackCreate,
-                 author_hash: str | None = None) -> Feedback:
-    """Store feedback on a trace of ``tenant``. A correction must differ from
-    the answer; feedback on a trace still running is refused."""
-    trace = tenant_trace(session=session, trace_id=trace_id, tenant=tenant)
+def add_feedback(*, session: Session, trace_id: str, viewer: TraceViewer,
+                 data: FeedbackCreate) -> Feedback:
+    """Store ``viewer``'s feedback on a trace it may read, replacing its earlier
+    feedback of the same kind there (one vote per author per trace; the review
+    starts again). Annotator feedback needs a reviewer; a correction must
+    differ from the answer; feedback on a trace still running is refused."""
+    trace = get_trace(session=session, trace_id=trace_id, viewer=viewer)
+    if data.source == "annotator" and not viewer.reviewer:
+        raise PermissionDeniedError("annotator feedback needs an admin key or a reviewer group")
     if trace.status == "running":
         raise InvalidInputError(f"trace {trace_id!r} is still being answered", param="trace_id")
     correction = data.correction.strip() if data.correction else None
     if correction is not None and correction == trace.answer.strip():
         raise InvalidInputError("the correction is the same as the answer", param="correction")
-    feedback = Feedback(
-        trace_id=trace.id, tenant=tenant, source=data.source, author_hash=author_hash,
-        thumbs=data.thumbs, rating=data.rating, reason=data.reason, comment=data.comment,
-        correction=correction or None, review_status="pending")
-    session.add(feedback)
+    feedback = None
+    if viewer.user_hash is not None:
+        feedback = session.scalar(select(Feedback).where(
+            Feedback.trace_id == trace.id, Feedback.source == data.source,
+            Feedback.author_hash == viewer.user_hash))
+    if feedback is None:
+        feedback = Feedback(trace_id=trace.id, tenant=trace.tenant, source=data.source,
+                            author_hash=viewer.user_hash)
+        session.add(feedback)
+    feedback.created_at = utcnow()
+    feedback.thumbs, feedback.rating, feedback.reason = data.thumbs, data.rating, data.reason
+    feedback.comment, feedback.correction = data.comment, correction or None
+    feedback.review_status, feedback.reviewed_by = "pending", None
+    feedback.reviewed_at, feedback.review_note = None, None
     session.flush()
     return feedback
 

@@ -203,6 +203,10 @@ class Feedback(Base):
     """
 
     __tablename__ = "feedback"
+    #: One piece of feedback per author, kind and trace: a second vote replaces
+    #: the first (``traces.feedback.add_feedback``).
+    __table_args__ = (UniqueConstraint("trace_id", "source", "author_hash",
+                                       name="uq_feedback_author"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=_uuid)
     trace_id: Mapped[str] = mapped_column(

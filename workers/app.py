@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from celery import Celery
 
+from sirocco.db import redacted_url
 from sirocco.settings import Settings
 from workers.recovery import RecoveryStep
 from workers.tasks import RETRY_BACKOFF_MAX_S, queue_names, register_tasks, task_routes
@@ -135,15 +136,6 @@ def run_worker(
         # Mingle, gossip and heartbeats broadcast to other workers, which the SQL
         # transport cannot do across processes; with one embedded worker they are moot.
         argv += ["--without-mingle", "--without-gossip", "--without-heartbeat"]
-    logger.info("starting worker", extra={"broker": _redact(settings.broker_url), "pool": pool,
+    logger.info("starting worker", extra={"broker": redacted_url(settings.broker_url), "pool": pool,
                                           "queues": queues})
     app.worker_main(argv)
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, for logs."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
-    return url

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
@@ -18,6 +18,7 @@ from assistant.conversations import (
     ConversationSummary,
     new_conversation_id,
 )
+from assistant.pending import PendingCalls
 from assistant.schemas import AnswerEvent, AnswerResult
 from assistant.tools import tool_choice_for
 from llm.admission import hold_while_streaming
@@ -64,12 +65,16 @@ async def chat(
     kwargs["server_tools"] = tools
     kwargs["tool_choice"] = tool_choice_for(body.tool_choice, tools)
     conversations = Conversations(services.session_factory)
+    # Calls of tools with side effects end the answer and wait for the user.
+    pending = PendingCalls(services.session_factory)
     conversation_id = body.conversation_id or new_conversation_id()
     owner = {"tenant": principal.tenant, "user": principal.user}
     kwargs["history"] = await asyncio.to_thread(
         conversations.history, conversation_id, **owner,
         max_messages=settings.api.max_history_messages)
     kwargs["conversation_id"] = conversation_id
+    answer = pending.remember(services.assistant.stream_answer(body.question, **kwargs),
+                              **owner)
     # At capacity (in all or for the tenant): 429 + Retry-After now, rather than
     # a queue the client times out in.
     slot = await services.limiter.acquire(principal.tenant)
@@ -77,12 +82,12 @@ async def chat(
         if not body.stream:
             with slot:
                 result: AnswerResult = await collect_answer(conversations.remember(
-                    services.assistant.stream_answer(body.question, **kwargs),
+                    answer,
                     conversation_id=conversation_id, question=body.question, **owner))
             return result
         # The slot is held until the stream closes (done, error or client gone).
         events = hold_while_streaming(conversations.remember(
-            services.assistant.stream_answer(body.question, **kwargs),
+            answer,
             conversation_id=conversation_id, question=body.question, **owner), slot)
         # Wait for the first event before sending headers: failures up to here
         # (retrieval down, engine refusing the prompt) get a real HTTP status.
@@ -119,9 +124,19 @@ def get_conversation(conversation_id: str, services: ServicesDep,
 
 @router.delete("/api/conversations/{conversation_id}", status_code=204,
                tags=["conversations"], responses=_NOT_FOUND)
-def delete_conversation(conversation_id: str, services: ServicesDep,
-                        principal: PrincipalDep) -> Response:
-    """Delete one of the caller's conversations and its turns."""
-    Conversations(services.session_factory).delete(
-        conversation_id, tenant=principal.tenant, user=principal.user)
+async def delete_conversation(
+    conversation_id: str, services: ServicesDep, principal: PrincipalDep,
+    traces: Annotated[Literal["keep", "delete"], Query(
+        description="keep (default): the answers' traces stay for review and export, "
+                    "readable by you and the tenant's reviewers; delete: they go too, "
+                    "with their feedback")] = "keep",
+) -> Response:
+    """Delete one of the caller's conversations and its turns, and with
+    ``traces=delete`` the traces of its answers."""
+    if traces == "delete" and services.recorder is not None:
+        # Traces are written in the background: let the last ones land first.
+        await asyncio.to_thread(services.recorder.flush, 5.0)
+    await asyncio.to_thread(Conversations(services.session_factory).delete, conversation_id,
+                            tenant=principal.tenant, user=principal.user,
+                            with_traces=traces == "delete")
     return Response(status_code=204)

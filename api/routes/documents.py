@@ -12,11 +12,14 @@ from starlette.datastructures import UploadFile
 from api.auth import PrincipalDep, caller_of
 from api.deps import ServicesDep, SettingsDep
 from api.documents import (
+    Intake,
     accept_uploads,
     capped_receive,
     document_status,
     list_documents,
+    tenant_uploads,
     too_large,
+    upload_access,
 )
 from api.schemas import ERROR_RESPONSES, DocumentStatus, UploadAccepted
 from api.services import Services
@@ -54,7 +57,12 @@ async def upload_documents(
     principal: PrincipalDep,
 ) -> UploadAccepted:
     """Store one or more files in the caller's tenant and queue them for
-    ingestion (202: not searchable yet)."""
+    ingestion (202: not searchable yet). Form fields besides ``files``:
+    ``visibility`` "private" (default: only the uploader sees them), "groups"
+    (the uploader and ``groups``, repeatable, default all of the uploader's) or
+    "tenant" (admins only). A file whose content is already indexed with the
+    same visibility is recorded as a duplicate of it; nothing the uploader
+    cannot see takes part in that check."""
     limit = settings.api.max_upload_mb * 1024 * 1024
     # Checked before parsing, so an oversize body is not spooled to disk first.
     length = request.headers.get("content-length")
@@ -64,15 +72,18 @@ async def upload_documents(
     # the bytes are counted as they arrive and the upload cut at the limit.
     request = Request(request.scope, capped_receive(request.receive, limit + MULTIPART_SLACK,
                                                     limit_bytes=limit))
-    async with request.form(max_files=MAX_FILES, max_fields=MAX_FILES) as form:
+    async with request.form(max_files=MAX_FILES, max_fields=MAX_FILES + 4) as form:
         files = [f for key in ("files", "file") for f in form.getlist(key)
                  if isinstance(f, UploadFile)]
-        job = UploadJob(services, principal.tenant, settings.uploads_path)
-        accepted = await accept_uploads(
-            files, services=job.services(), uploads_root=settings.uploads_path,
-            max_bytes=limit, tenant=principal.tenant,
-            max_file_bytes=int(settings.ingest.max_file_mb * 1024 * 1024),
-        )
+        visibility = str(form.get("visibility") or "private")
+        groups = [str(g) for g in form.getlist("groups") if isinstance(g, str)]
+        intake = Intake(tenant=principal.tenant,
+                        root=tenant_uploads(settings.uploads_path, principal.tenant),
+                        max_bytes=limit,
+                        max_file_bytes=int(settings.ingest.max_file_mb * 1024 * 1024),
+                        access=upload_access(principal, visibility, groups))
+        job = UploadJob(services, principal.tenant, intake.root)
+        accepted = await accept_uploads(files, services=job.services(), intake=intake)
     return UploadAccepted(documents=accepted, job_id=job.job_id)
 
 
@@ -120,8 +131,9 @@ class UploadJob:
         return replace(self._base, register_files=self._register,
                        enqueue_documents=self._enqueue)
 
-    def _register(self, paths: Any, *, session: Session, tenant: str = "default") -> list[Any]:
-        docs = self._base.register_files(paths, session=session, tenant=tenant)
+    def _register(self, paths: Any, *, session: Session, tenant: str = "default",
+                  access: Any = None) -> list[Any]:
+        docs = self._base.register_files(paths, session=session, tenant=tenant, access=access)
         source = uploads_source(session=session, tenant=tenant, path=self._root)
         for doc in docs:
             doc.source_id = source.id

@@ -1,13 +1,17 @@
 """Traces, feedback on answers, corrections and their review.
 
-Every route keeps to the caller's tenant (another tenant's trace is a 404).
-Anyone with a key may rate an answer of their tenant; annotator feedback and
-reviews need an admin key or membership of the ``annotators`` group.
+A trace is readable by the user who asked and by the tenant's admins and
+reviewers (members of ``auth.reviewer_groups``); for anyone else it does not
+exist (404), in listings too (``traces.access``). Feedback follows the same
+rule: the asker rates their own answer, reviewers any of the tenant; one
+vote per author per trace. The annotators' queue, reviews and exports need a
+reviewer.
 """
 
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -18,15 +22,12 @@ from api.services import Services
 from sirocco.auth.keys import Principal
 from sirocco.db import session_scope
 from sirocco.errors import PermissionDeniedError
-from traces.feedback import (
-    add_feedback,
-    list_feedback,
-    review_feedback,
-    tenant_trace,
-)
+from sirocco.settings import Settings
+from traces.access import TraceViewer
+from traces.feedback import add_feedback, list_feedback, review_feedback
 from traces.models import Trace
 from traces.recorder import hash_user
-from traces.repository import list_traces
+from traces.repository import TraceFilter, get_trace, list_traces
 from traces.schemas import (
     FeedbackCreate,
     FeedbackPublic,
@@ -37,17 +38,30 @@ from traces.schemas import (
 
 router = APIRouter(tags=["traces"])
 
-#: Members of this group may annotate and review (besides admins).
-ANNOTATORS_GROUP = "annotators"
 #: How long a read waits for the trace writer before answering 404.
 FLUSH_WAIT_S = 5.0
 
 
-def require_annotator(principal: Principal) -> None:
-    """Refuse (403) callers that are neither admins nor annotators."""
-    if not (principal.is_admin or ANNOTATORS_GROUP in principal.groups):
+def is_reviewer(principal: Principal, settings: Settings) -> bool:
+    """Admins, and members of a reviewer group, review the tenant's traces."""
+    return principal.is_admin or bool(set(settings.auth.reviewer_groups) & set(principal.groups))
+
+
+def require_reviewer(principal: Principal, settings: Settings) -> None:
+    """Refuse (403) callers that are neither admins nor reviewers."""
+    if not is_reviewer(principal, settings):
+        groups = " or ".join(repr(g) for g in settings.auth.reviewer_groups) or "(none set)"
         raise PermissionDeniedError(
-            f"this needs an admin key or membership of the {ANNOTATORS_GROUP!r} group")
+            f"this needs an admin key or membership of a reviewer group: {groups}")
+
+
+def viewer_of(principal: Principal, settings: Settings) -> TraceViewer:
+    """The caller as a reader of traces, known by the pseudonym the recorder
+    writes (``build_services`` gives the recorder the same secret as salt)."""
+    return TraceViewer(
+        tenant=principal.tenant, reviewer=is_reviewer(principal, settings),
+        user_hash=hash_user(principal.user, tenant=principal.tenant,
+                            salt=settings.auth.secret_key))
 
 
 async def _settled(services: Services, trace_id: str) -> None:
@@ -63,23 +77,39 @@ async def _settled(services: Services, trace_id: str) -> None:
 
 
 @router.get("/api/traces", response_model=list[TracePublic])
-def get_traces(services: ServicesDep, principal: PrincipalDep,
-               limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[TracePublic]:
-    """The caller's tenant's newest traces."""
+def get_traces(
+    services: ServicesDep, principal: PrincipalDep, settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    status: Annotated[str | None, Query(pattern="^(ok|error|running)$")] = None,
+    thumbs: Annotated[int | None, Query(ge=-1, le=1, description="-1 or 1: with such "
+                                        "feedback")] = None,
+    tools: Annotated[bool | None, Query(description="Only traces with (true) or "
+                                        "without (false) tool calls")] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[TracePublic]:
+    """The newest traces the caller may read: their own, or the tenant's for
+    admins and reviewers; narrowed by status, feedback, tool use and date."""
+    where = TraceFilter(status=status, thumbs=thumbs or None, tools=tools, since=since,
+                        until=until)
+    viewer = viewer_of(principal, settings)
     with session_scope(services.session_factory) as session:
-        return [TracePublic.model_validate(t)
-                for t in list_traces(session=session, limit=limit, tenant=principal.tenant)]
+        return [TracePublic.model_validate(t) for t in list_traces(
+            session=session, limit=limit, viewer=viewer, where=where)]
 
 
 @router.get("/api/traces/{trace_id}", response_model=TraceDetail)
-async def read_trace(trace_id: str, services: ServicesDep,
-                     principal: PrincipalDep) -> TraceDetail:
+async def read_trace(trace_id: str, services: ServicesDep, principal: PrincipalDep,
+                     settings: SettingsDep) -> TraceDetail:
     """One recorded interaction: query, retrieved chunks, prompt, answer, spans,
-    messages, tool calls, feedback, timings (404 for another tenant's)."""
+    messages, tool calls, feedback, timings (404 unless the caller asked it or
+    is an admin or reviewer of its tenant)."""
+    viewer = viewer_of(principal, settings)
+
     def load() -> TraceDetail:
         with session_scope(services.session_factory) as session:
-            trace = tenant_trace(session=session, trace_id=trace_id, tenant=principal.tenant)
-            return TraceDetail.model_validate(trace)
+            return TraceDetail.model_validate(
+                get_trace(session=session, trace_id=trace_id, viewer=viewer))
 
     await _settled(services, trace_id)
     return await asyncio.to_thread(load)
@@ -90,15 +120,15 @@ async def read_trace(trace_id: str, services: ServicesDep,
 async def post_feedback(trace_id: str, body: FeedbackCreate, services: ServicesDep,
                         principal: PrincipalDep, settings: SettingsDep) -> FeedbackPublic:
     """Thumbs up/down (with a reason), a 1-5 rating, a comment and/or a
-    correction (the answer as it should have been) on one answer."""
-    if body.source == "annotator":
-        require_annotator(principal)
-    author = hash_user(principal.user, tenant=principal.tenant, salt=settings.auth.secret_key)
+    correction (the answer as it should have been) on one answer the caller
+    may read (its asker, or a reviewer). Giving it again replaces the caller's
+    earlier feedback on that answer."""
+    viewer = viewer_of(principal, settings)
 
     def store() -> FeedbackPublic:
         with session_scope(services.session_factory) as session:
-            feedback = add_feedback(session=session, trace_id=trace_id,
-                                    tenant=principal.tenant, data=body, author_hash=author)
+            feedback = add_feedback(session=session, trace_id=trace_id, viewer=viewer,
+                                    data=body)
             return FeedbackPublic.model_validate(feedback)
 
     await _settled(services, trace_id)
@@ -107,14 +137,14 @@ async def post_feedback(trace_id: str, body: FeedbackCreate, services: ServicesD
 
 @router.get("/api/feedback", response_model=list[FeedbackPublic])
 def get_feedback_list(
-    services: ServicesDep, principal: PrincipalDep,
+    services: ServicesDep, principal: PrincipalDep, settings: SettingsDep,
     review_status: Annotated[str | None, Query(pattern="^(pending|approved|rejected)$")] = None,
     trace_id: str | None = None,
     has_correction: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[FeedbackPublic]:
-    """The annotators' queue: the tenant's feedback, newest first."""
-    require_annotator(principal)
+    """The reviewers' queue: the tenant's feedback, newest first."""
+    require_reviewer(principal, settings)
     with session_scope(services.session_factory) as session:
         return [FeedbackPublic.model_validate(f) for f in list_feedback(
             session=session, tenant=principal.tenant, review_status=review_status,
@@ -125,9 +155,8 @@ def get_feedback_list(
 def patch_review(feedback_id: str, body: ReviewUpdate, services: ServicesDep,
                  principal: PrincipalDep, settings: SettingsDep) -> FeedbackPublic:
     """Approve or reject a piece of feedback (or set it back to pending)."""
-    require_annotator(principal)
-    reviewer = hash_user(principal.user, tenant=principal.tenant,
-                         salt=settings.auth.secret_key)
+    require_reviewer(principal, settings)
+    reviewer = viewer_of(principal, settings).user_hash
     with session_scope(services.session_factory) as session:
         return FeedbackPublic.model_validate(review_feedback(
             session=session, feedback_id=feedback_id, tenant=principal.tenant, update=body,

@@ -15,6 +15,7 @@ from alembic import context
 from sqlalchemy import Connection, create_engine, pool
 
 import assistant.conversations  # noqa: F401  (registers the conversation tables)
+import assistant.pending  # noqa: F401  (and the pending tool calls)
 import ingest.models  # noqa: F401  (registers the documents table)
 import sirocco.auth.models  # noqa: F401  (registers the identity tables)
 import traces.models  # noqa: F401  (registers the traces table)

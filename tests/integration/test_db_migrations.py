@@ -23,6 +23,7 @@ from sqlalchemy import create_engine, inspect, make_url, text
 from sqlalchemy.exc import OperationalError
 
 import assistant.conversations  # noqa: F401
+import assistant.pending  # noqa: F401
 import ingest.models
 import sirocco.auth.models  # noqa: F401
 import sirocco.db
@@ -175,3 +176,24 @@ def test_downgrade_removes_the_tables(migrated: Settings) -> None:
     assert not {"documents", "traces", "sources", "jobs", "job_items", "staged_chunks",
                 "api_keys", "users", "groups", "tenants", "user_groups", "trace_spans",
                 "feedback", "exports", "tool_definitions"} & tables
+
+
+def test_db_upgrade_never_prints_the_password(postgres_schema_url: str) -> None:
+    """`sirocco db upgrade` named the database by its full URL, password included."""
+    import os
+    import subprocess
+    import sys
+
+    from sqlalchemy.engine import make_url
+
+    url = make_url(postgres_schema_url).set(password="s3cret-Pa55")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIROCCO_")}
+    env.update({"SIROCCO_ENV": "test", "SIROCCO_DATABASE_URL":
+                url.render_as_string(hide_password=False)})
+    out = subprocess.run([sys.executable, "-m", "sirocco", "db", "upgrade"], env=env,
+                         capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[2])
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text
+    assert "database at head" in text and "***" in text
+    assert "s3cret-Pa55" not in text

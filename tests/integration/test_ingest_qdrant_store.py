@@ -74,6 +74,31 @@ def test_upsert_search_filter_delete_count(tmp_path):
         store.ensure_collection(4)
 
 
+def test_set_access_narrows_the_indexed_chunks_at_once(tmp_path):
+    from dataclasses import replace
+
+    from retrieval.store import Caller, SearchFilter
+
+    store = QdrantStore(_settings(tmp_path))
+    store.upsert([replace(c, acl=("*",)) for c in _chunks("a", 2)], [[1, 0, 0], [0.9, 0.1, 0]])
+    store.upsert(_chunks("b", 1), [[0.8, 0.2, 0]])
+    ana = Caller(tenant="default", user="ana", groups=("hr",))
+    bob = Caller(tenant="default", user="bob", groups=("sales",))
+
+    def seen(caller: Caller) -> set[str]:
+        return {h.doc_id for h in store.search([1, 0, 0], top_k=10,
+                                               filter=SearchFilter(caller=caller))}
+
+    assert seen(ana) == seen(bob) == {"a", "b"}
+    store.set_access(["a"], acl=["group:hr"], tags=["policy"])
+    # Bob (same tenant, not in hr) loses document a at the next search; Ana keeps it.
+    assert seen(bob) == {"b"} and seen(ana) == {"a", "b"}
+    hits = store.search([1, 0, 0], top_k=10, filter=SearchFilter(caller=ana, tags=["policy"]))
+    assert {h.doc_id for h in hits} == {"a"}
+    store.set_access(["a"], acl=["*"], tags=[])
+    assert seen(bob) == {"a", "b"}
+
+
 def test_lock_timeout_raises_store_busy(tmp_path):
     settings = _settings(tmp_path, lock_timeout_s=0.3)
     store = QdrantStore(settings)

@@ -56,7 +56,9 @@ def store() -> StaticStore:
 
 def make_app(settings: Settings, factory: sessionmaker[Session], store: StaticStore) -> Any:
     engine = ScriptedEngine(["Fact [1]."])
-    assistant = Assistant(engine, store, ConstantEmbedder(), TraceRecorder(factory), settings)
+    # The production recorder's salt (build_services): owners find their traces.
+    recorder = TraceRecorder(factory, user_salt=settings.auth.secret_key)
+    assistant = Assistant(engine, store, ConstantEmbedder(), recorder, settings)
     services = Services(session_factory=factory, assistant=assistant, celery_app=object(),
                         register_files=lambda paths, *, session, tenant="default": [],
                         enqueue_documents=lambda app, ids: None, engine=engine, store=store)

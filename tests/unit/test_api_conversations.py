@@ -41,7 +41,8 @@ def factory(settings: Settings) -> Iterator[sessionmaker[Session]]:
 def make_app(settings: Settings, factory: sessionmaker[Session], engine: ScriptedEngine,
              store: StaticStore | None = None) -> Any:
     store = store or StaticStore([make_hit(1, text="Economy class for flights.")])
-    assistant = Assistant(engine, store, ConstantEmbedder(), TraceRecorder(factory), settings)
+    recorder = TraceRecorder(factory, user_salt=settings.auth.secret_key)
+    assistant = Assistant(engine, store, ConstantEmbedder(), recorder, settings)
     services = Services(session_factory=factory, assistant=assistant, celery_app=object(),
                         register_files=lambda paths, *, session, tenant="default": [],
                         enqueue_documents=lambda app, ids: None, engine=engine, store=store)
@@ -89,13 +90,45 @@ async def test_a_conversation_keeps_its_turns_for_its_owner_only(settings, facto
         assert (await c.get("/api/conversations", headers=bob)).json() == []
         assert (await c.get(f"/api/conversations/{conv}", headers=bob)).status_code == 404
         assert (await c.delete(f"/api/conversations/{conv}", headers=bob)).status_code == 404
+        # Ids are scoped per owner: the same id names a new conversation of Bob's,
+        # without Ana's turns as history and without touching hers.
+        calls = len(engine.calls)
         r = await c.post("/api/chat", headers=bob,
                          json={"question": "hi", "conversation_id": conv, "stream": False})
-        assert r.status_code == 404
-        assert r.json()["error"]["message"] == f"conversation {conv!r} not found"
+        assert r.status_code == 200 and r.json()["conversation_id"] == conv
+        sent = [(m.role, m.content or "") for m in engine.calls[calls]]
+        assert sent[-1][0] == "user" and sent[-1][1].endswith("Question: hi")
+        assert not any("Which class" in content for _, content in sent)
+        bobs = (await c.get(f"/api/conversations/{conv}", headers=bob)).json()
+        assert [t["question"] for t in bobs["turns"]] == ["hi"]
+        anas = (await c.get(f"/api/conversations/{conv}", headers=ana)).json()
+        assert anas["turn_count"] == 2
 
         assert (await c.delete(f"/api/conversations/{conv}", headers=ana)).status_code == 204
         assert (await c.get(f"/api/conversations/{conv}", headers=ana)).status_code == 404
+        # Bob's conversation of that id is his own and stays.
+        assert (await c.get(f"/api/conversations/{conv}", headers=bob)).status_code == 200
+
+
+async def test_deleting_a_conversation_keeps_or_deletes_its_traces(settings, factory) -> None:
+    app = make_app(settings, factory, ScriptedEngine(["Economy class [1]."]))
+    ana = key(factory, "ana")
+    async with client(app) as c:
+        async def conversation() -> tuple[str, str]:
+            r = (await c.post("/api/chat", headers=ana,
+                              json={"question": "Which class?", "stream": False})).json()
+            return r["conversation_id"], r["trace_id"]
+
+        kept_conv, kept_trace = await conversation()
+        gone_conv, gone_trace = await conversation()
+        assert (await c.delete(f"/api/conversations/{kept_conv}", headers=ana)).status_code == 204
+        r = await c.delete(f"/api/conversations/{gone_conv}?traces=delete", headers=ana)
+        assert r.status_code == 204
+        # Default: the trace stays for review and export; on request it goes too.
+        assert (await c.get(f"/api/traces/{kept_trace}", headers=ana)).status_code == 200
+        assert (await c.get(f"/api/traces/{gone_trace}", headers=ana)).status_code == 404
+        bad = await c.delete(f"/api/conversations/{kept_conv}?traces=shred", headers=ana)
+        assert bad.status_code == 422
 
 
 async def test_native_chat_runs_requested_server_tools(settings, factory) -> None:

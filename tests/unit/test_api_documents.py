@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
-from api.documents import sanitize_filename
+from api.documents import Intake, sanitize_filename, tenant_uploads
 from api.services import Services
 from assistant.service import Assistant
 from assistant.testing import ConstantEmbedder, ScriptedEngine, StaticStore
@@ -53,10 +53,11 @@ class FakeIngest:
         self.committed_at_enqueue: list[bool] = []
 
     def register_files(self, paths: Sequence[Path], *, session: Session,
-                       tenant: str = "default") -> list[Document]:
+                       tenant: str = "default", access: Any = None) -> list[Document]:
         if self.register_error is not None:
             raise self.register_error
         self.registered.extend(paths)
+        self.access = access
         docs = [Document(tenant=tenant, source_path=str(p), title=p.stem) for p in paths]
         session.add_all(docs)
         return docs
@@ -103,8 +104,10 @@ async def test_path_traversal_name_is_stored_inside_uploads(settings, factory, t
 
         [path] = saved_files(settings)
         assert path.name == "passwd"
-        assert path.parent.parent == settings.uploads_path
-        assert len(path.parent.name) == 32  # a uuid folder per file
+        # The tenant's own folder, then a uuid folder per file.
+        assert path.parent.parent == tenant_uploads(settings.uploads_path, "default")
+        assert path.parent.parent.parent == settings.uploads_path
+        assert len(path.parent.name) == 32
         assert path.read_bytes() == b"root:x:0:0"
         assert not (tmp_path / "etc").exists() and not (settings.data_dir / "etc").exists()
         assert ingest.registered == [path]
@@ -322,8 +325,8 @@ async def test_single_file_over_the_per_file_limit_is_413(settings, factory) -> 
         file = io.BytesIO(b"x" * (3 * MB // 2))
 
     with pytest.raises(DocumentTooLargeError) as err:
-        await accept_uploads([_Upload()], services=services, uploads_root=settings.uploads_path,
-                             max_bytes=3 * MB, max_file_bytes=MB)
+        await accept_uploads([_Upload()], services=services, intake=Intake(
+            tenant="default", root=settings.uploads_path, max_bytes=3 * MB, max_file_bytes=MB))
     assert err.value.message == "big.txt: file too large (1.5 MB); the limit is 1 MB per file"
     assert saved_files(settings) == [] and ingest.registered == []
 

@@ -24,9 +24,13 @@ class Store(StaticStore):
     def __init__(self) -> None:
         super().__init__()
         self.deleted: list[str] = []
+        self.access: list[tuple[list[str], list[str], list[str]]] = []
 
     def delete_document(self, doc_id: str) -> None:
         self.deleted.append(doc_id)
+
+    def set_access(self, doc_ids, *, acl, tags) -> None:  # type: ignore[no-untyped-def]
+        self.access.append((sorted(doc_ids), list(acl), list(tags)))
 
 
 class Enqueued:
@@ -46,10 +50,7 @@ def folder(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def api(tmp_path: Path, factory):
-    # API keys are tested in test_api_auth.py; these routes run as the anonymous admin.
-    settings = Settings(env="test", data_dir=tmp_path / "var", auth={"enabled": False})
+def make_api(settings: Settings, factory):
     store, enqueued = Store(), Enqueued()
     assistant = Assistant(ScriptedEngine(), store, ConstantEmbedder(), TraceRecorder(factory),
                           settings)
@@ -58,6 +59,15 @@ def api(tmp_path: Path, factory):
     app = create_app(settings, services=services)
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
     return client, enqueued, store
+
+
+@pytest.fixture
+def api(tmp_path: Path, factory):
+    # API keys are tested in test_api_auth.py; these routes run as the anonymous admin.
+    # Sources may come from tmp_path (ingest.allowed_roots), the data dir excepted.
+    settings = Settings(env="test", data_dir=tmp_path / "var", auth={"enabled": False},
+                        ingest={"allowed_roots": [tmp_path]})
+    return make_api(settings, factory)
 
 
 async def test_source_add_sync_list_and_job_progress(api, folder, factory):
@@ -113,14 +123,14 @@ async def test_source_add_sync_list_and_job_progress(api, folder, factory):
         assert (r.json()["state"], r.json()["cancelled"]) == ("cancelled", 1)
 
 
-async def test_unknown_job_and_source_are_404(api):
+async def test_unknown_job_and_source_are_404(api, tmp_path):
     client, _, _ = api
     async with client:
         r = await client.get("/api/jobs/nope")
         assert r.status_code == 404 and "job 'nope' not found" in r.json()["error"]["message"]
         r = await client.post("/api/sources/nope/sync")
         assert r.status_code == 404
-        r = await client.post("/api/sources", json={"path": "/no/such/folder"})
+        r = await client.post("/api/sources", json={"path": str(tmp_path / "no-such-folder")})
         assert r.status_code == 404 and "no such folder" in r.json()["error"]["message"]
 
 
@@ -133,3 +143,55 @@ async def test_removing_a_source_deletes_its_documents_chunks(api, folder):
         assert r.status_code == 204
         assert sorted(store.deleted) == sorted(i["document_id"] for i in job["items"])
         assert (await client.get("/api/sources")).json() == []
+
+
+async def test_source_folders_come_only_from_the_allowed_roots(api, tmp_path, folder):
+    """An admin could register /etc, ~ or the data dir (every tenant's uploads)."""
+    client, _, _ = api
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    (folder / "escape").symlink_to(outside)
+    (tmp_path / "var").mkdir(exist_ok=True)
+    async with client:
+        codes = {}
+        for path in ("/etc", str(outside), "/no/such/place", str(folder / "escape"),
+                     str(tmp_path / "var"), str(tmp_path / "var" / "uploads")):
+            r = await client.post("/api/sources", json={"path": path})
+            codes[path] = (r.status_code, r.json()["error"]["message"])
+        assert {c for c, _ in codes.values()} == {403}
+        # The same answer whether the folder exists or not: nothing is revealed.
+        assert codes["/etc"][1].replace("/etc", "X") == codes["/no/such/place"][1].replace(
+            "/no/such/place", "X")
+        assert "ingest.allowed_roots" in codes["/etc"][1]
+        r = await client.post("/api/sources", json={"path": "handbook"})
+        assert r.status_code == 400 and "absolute path" in r.json()["error"]["message"]
+        assert (await client.get("/api/sources")).json() == []
+
+
+async def test_without_allowed_roots_the_api_adds_no_folder(tmp_path, factory, folder):
+    settings = Settings(env="test", data_dir=tmp_path / "var", auth={"enabled": False})
+    client, _, _ = make_api(settings, factory)
+    async with client:
+        r = await client.post("/api/sources", json={"path": str(folder)})
+    assert r.status_code == 403
+    message = r.json()["error"]["message"]
+    assert "ingest.allowed_roots" in message and "sirocco sources add" in message
+
+
+async def test_narrowing_a_source_rewrites_its_chunks_access_at_once(api, folder):
+    client, _, store = api
+    async with client:
+        await client.post("/api/sources", json={"path": str(folder), "name": "hb"})
+        job = (await client.post("/api/sources/hb/sync")).json()
+        doc_ids = sorted(i["document_id"] for i in job["items"])
+        r = await client.put("/api/sources/hb/access", json={"groups": ["hr"],
+                                                             "tags": ["policy"]})
+        assert r.status_code == 200, r.text
+        assert (r.json()["acl"], r.json()["tags"], r.json()["documents"]) == (
+            ["group:hr"], ["policy"], 2)
+        assert store.access == [(doc_ids, ["group:hr"], ["policy"])]
+        # Nothing to re-ingest: the next sync finds every file unchanged.
+        again = (await client.post("/api/sources/hb/sync")).json()
+        assert (again["total"], again["skipped"]) == (2, 2)
+        r = await client.put("/api/sources/nope/access", json={})
+        assert r.status_code == 404

@@ -339,6 +339,41 @@ def test_a_document_requeued_during_embedding_is_not_marked_done(factory, files,
         assert s.get(Document, doc_id).status == "queued"
 
 
+def test_access_narrowed_after_parsing_reaches_the_stored_chunks(factory, files, settings):
+    """The ACL is copied into the chunks at parse time; a source narrowed
+    before or during embedding must not be stored (or stay) with the old one."""
+    ids = dict(_register(factory, [files]))
+    _parse_all(factory, settings, ids.values())
+    with session_scope(factory) as s:  # narrowed between the two stages
+        s.get(Document, ids["guide.md"]).acl = ["group:hr"]
+
+    class Narrowing(FakeStore):
+        """Narrows manual.pdf while the batch is being written."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.access: list[tuple[list[str], tuple[str, ...]]] = []
+
+        def replace_documents(self, doc_ids, chunks, vectors) -> None:
+            super().replace_documents(doc_ids, chunks, vectors)
+            with session_scope(factory) as s:
+                s.get(Document, ids["manual.pdf"]).acl = ["user:ana"]
+
+        def set_access(self, doc_ids, *, acl, tags) -> None:
+            self.access.append((list(doc_ids), tuple(acl)))
+            self.points = {k: replace(c, acl=tuple(acl)) if c.doc_id in doc_ids else c
+                           for k, c in self.points.items()}
+
+    store = Narrowing()
+    wide = settings.model_copy(update={"embedding": settings.embedding.model_copy(
+        update={"max_batch_chunks": 1000})})
+    embed_staged(ids["guide.md"], session_factory=factory, embedder=FakeEmbedder(),
+                 store=store, settings=wide)
+    acl_of = {c.doc_id: c.acl for c in store.points.values()}
+    assert acl_of == {ids["guide.md"]: ("group:hr",), ids["manual.pdf"]: ("user:ana",)}
+    assert store.access == [([ids["manual.pdf"]], ("user:ana",))]
+
+
 def test_ingest_unknown_document(factory, settings):
     with pytest.raises(NotFoundError, match="document missing does not exist"):
         ingest_document(

@@ -185,3 +185,75 @@ def test_removing_a_document_mid_ingestion_still_ends_its_job(factory, folder) -
     finish_item(job_id, ids[0], session_factory=factory, state="done")
     with factory() as s:
         assert get_report(session=s, job_id=job_id).job.done == 0
+
+
+def test_a_symlink_out_of_the_folder_is_skipped_with_a_per_file_error(
+        factory, folder, tmp_path) -> None:
+    secret = tmp_path / "secret.md"
+    secret.write_text("the payroll of everyone")
+    (folder / "payroll.md").symlink_to(secret)
+    # A symlink that stays inside is taken (here: a duplicate of a.md's content).
+    (folder / "alias.md").symlink_to(folder / "a.md")
+    with session_scope(factory) as s:
+        add_source(folder, session=s)
+    job_id, ids = _sync(factory, DeletingStore())
+    assert _names(factory, ids) == ["a.md", "b.md", "c.txt"]
+    with factory() as s:
+        report = get_report(session=s, job_id=job_id)
+        skipped = sorted((Path(i.path).name, i.error) for i in report.items
+                         if i.state == "skipped")
+        assert skipped == [("alias.md", "duplicate content"),
+                           ("payroll.md", "skipped: a symlink that leads out of the source "
+                                          "folder")]
+        assert (report.job.total, report.job.skipped) == (5, 2)
+        assert not any(d.source_path.endswith("payroll.md") for d in s.scalars(select(Document)))
+
+
+def test_display_paths_are_relative_to_the_source(factory, folder) -> None:
+    from ingest.sources import display_path, uploads_source
+
+    with session_scope(factory) as s:
+        source = add_source(folder, session=s, name="handbook")
+        nested = folder / "travel" / "policy.pdf"
+        assert display_path(str(nested), source) == "handbook/travel/policy.pdf"
+        uploads = uploads_source(session=s, tenant="default", path="/srv/var/uploads")
+        assert display_path("/srv/var/uploads/default/ab12/notes.md", uploads) == "notes.md"
+        assert display_path("/srv/private/x.md", None) == "x.md"
+        # A path outside the source's folder falls back to the file name.
+        assert display_path("/elsewhere/y.md", source) == "y.md"
+
+
+def test_duplicates_pair_only_equal_access_and_a_narrowing_splits_them(
+        factory, folder, tmp_path) -> None:
+    from ingest.service import Access
+    from ingest.sources import set_source_access
+
+    other = tmp_path / "copy"
+    other.mkdir()
+    (other / "a.md").write_text("alpha")  # the same content as docs/a.md
+    hr_only = tmp_path / "hr"
+    hr_only.mkdir()
+    (hr_only / "a.md").write_text("alpha")
+    with session_scope(factory) as s:
+        add_source(folder, session=s)
+        add_source(other, session=s, name="copy")
+        add_source(hr_only, session=s, name="hr", access=Access.of(groups=["hr"]))
+    store = DeletingStore()
+    store.set_access = lambda ids, *, acl, tags: None  # type: ignore[attr-defined]
+    _sync(factory, store)
+    _sync(factory, store, "copy")
+    _, hr_ids = _sync(factory, store, "hr")
+    with factory() as s:
+        docs = {(Path(d.source_path).parent.name, Path(d.source_path).name): d
+                for d in s.scalars(select(Document))}
+        original = docs[("docs", "a.md")]
+        assert docs[("copy", "a.md")].duplicate_of == original.id
+        # Another access: not a duplicate, ingested on its own.
+        hr_doc = docs[("hr", "a.md")]
+        assert (hr_doc.status, hr_doc.duplicate_of, hr_ids) == ("queued", None, [hr_doc.id])
+    with session_scope(factory) as s:
+        n, queued = set_source_access(get_source("docs", session=s), Access.of(groups=["hr"]),
+                                      session=s, store=store)
+        copy_doc = s.get(Document, docs[("copy", "a.md")].id)
+        assert n == 3 and queued == [copy_doc.id]
+        assert (copy_doc.status, copy_doc.duplicate_of) == ("queued", None)

@@ -15,12 +15,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sirocco.db import session_scope
 from sirocco.errors import ExportInvalidError
+from traces.access import TraceViewer
 from traces.export import ExportFilters, ExportOptions, ExportRequest
 from traces.export.service import run_export, split_groups
 from traces.export.validate import validate_mistral
-from traces.feedback import add_feedback
+from traces.feedback import add_feedback, review_feedback
 from traces.recorder import TraceRecorder
-from traces.schemas import FeedbackCreate
+from traces.schemas import FeedbackCreate, ReviewUpdate
 
 SMOL_TEMPLATE = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
@@ -74,10 +75,16 @@ def _trace(recorder: TraceRecorder, question: str, answer: str, *, conversation:
     return handle.trace_id
 
 
-def _feedback(factory: sessionmaker[Session], trace_id: str, **data: Any) -> None:
+def _feedback(factory: sessionmaker[Session], trace_id: str, review: str = "approved",
+              **data: Any) -> None:
+    """Feedback on a trace, then a reviewer's decision on it (exports count
+    approved feedback only, by default)."""
     with session_scope(factory) as session:
-        add_feedback(session=session, trace_id=trace_id, tenant="acme",
-                     data=FeedbackCreate(**data))
+        feedback = add_feedback(session=session, trace_id=trace_id,
+                                data=FeedbackCreate(**data),
+                                viewer=TraceViewer(tenant="acme", user_hash=None, reviewer=True))
+        review_feedback(session=session, feedback_id=feedback.id, tenant="acme",
+                        update=ReviewUpdate(review_status=review), reviewer="r")
 
 
 @pytest.fixture
@@ -245,6 +252,23 @@ def test_filters(factory, tmp_path, tokenizer, traces) -> None:
     assert "Half an ans" in answers(exclude_errors=False)
     assert answers(tenant="globex") == []
     assert answers(model="other") == []
+
+
+def test_unreviewed_corrections_stay_out_by_default(factory, tmp_path, tokenizer,
+                                                    traces) -> None:
+    r = TraceRecorder(factory)
+    pending = _trace(r, "Where does it come from?", "From the sea.", conversation="P")
+    _feedback(factory, pending, review="pending", thumbs=-1, correction="From the north [1].")
+
+    def corrected(**filters: Any) -> list[str]:
+        _, records = _export(factory, tmp_path, tokenizer, "openai",
+                             filters={"has_correction": True, **filters})
+        return sorted(r["messages"][-1]["content"] for r in records)
+
+    assert ExportFilters().reviewed_only is True
+    assert corrected() == ["It blows in winter and spring [1]."]
+    assert corrected(reviewed_only=False) == ["From the north [1].",
+                                              "It blows in winter and spring [1]."]
 
 
 def test_pii_is_scrubbed(factory, tmp_path, tokenizer, traces) -> None:

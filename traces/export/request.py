@@ -46,8 +46,9 @@ class ExportFilters(BaseModel):
     tool_calls_only: bool = False
     exclude_errors: bool = True
     consented_only: bool = True
-    #: Only feedback an annotator approved counts (corrections included).
-    reviewed_only: bool = False
+    #: Only feedback a reviewer approved counts (corrections included): by
+    #: default an unreviewed correction never becomes training data.
+    reviewed_only: bool = True
 
 
 class ExportOptions(BaseModel):
