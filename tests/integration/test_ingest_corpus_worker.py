@@ -24,11 +24,13 @@ from tests.integration.workerutil import (
     wait_for,
     worker_stack,
 )
+from tests.support import optional
 from workers.app import create_celery
 from workers.tasks import enqueue_documents
 
-pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(not MANIFEST, reason=f"{DOCS} is absent")]
+pytestmark = pytest.mark.integration
+if not MANIFEST:
+    optional("the shared data", f"{DOCS} is absent")
 
 
 def test_shared_corpus_through_a_worker(tmp_path: Path, request: pytest.FixtureRequest):

@@ -13,8 +13,10 @@ import time
 
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+from tests.support import need_module
+
+torch = need_module("torch")
+transformers = need_module("transformers")
 
 from llm.conversion import CHECKPOINT_DTYPE, load_gguf_reference  # noqa: E402
 from llm.model_check import CHECK_PROMPTS, CHECK_TOKENS, REFERENCE_FILE  # noqa: E402

@@ -13,12 +13,11 @@ import pytest
 from api.app import create_app
 from api.services import Services
 from assistant.service import Assistant
-from assistant.testing import ConstantEmbedder, StaticStore, make_hit
 from llm.admission import GenerationLimiter
 from llm.tools import MAX_FORCED_CALLS, TOOL_CALL_ID, Tool, ToolRegistry
-from sirocco.db import Base, make_engine, make_session_factory
 from sirocco.settings import Settings
 from sirocco.types import ChatMessage, GenerationOptions
+from tests.integration.stack import ingest_texts
 from traces.recorder import TraceRecorder
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -76,16 +75,16 @@ async def test_tools_without_forcing_stream_text(vllm_engine):
     assert "".join(ev.text for ev in events if ev.kind == "text")
 
 
-def _services(settings, engine, limiter) -> Services:  # type: ignore[no-untyped-def]
-    db = make_engine(settings)
-    Base.metadata.create_all(db)
-    factory = make_session_factory(db)
-    # Retrieval is not under test here: a fixed hit; the engine is the real one.
-    assistant = Assistant(engine, StaticStore([make_hit(1)]), ConstantEmbedder(),
-                          TraceRecorder(factory), settings)
+def _services(settings, engine, embedder, limiter) -> Services:  # type: ignore[no-untyped-def]
+    # Retrieval is not under test here, but it is the real one: a document
+    # ingested through the pipeline into Qdrant, the product's embedder.
+    store, factory, _ = ingest_texts(settings, embedder, {
+        "rivers.md": "# Rivers\n\nRivers carry water from the hills to the sea.\n"})
+    assistant = Assistant(engine, store, embedder, TraceRecorder(factory), settings)
     return Services(session_factory=factory, assistant=assistant, celery_app=object(),
                     register_files=lambda paths, *, session, tenant="default": [],
-                    enqueue_documents=lambda app, ids: None, engine=engine, limiter=limiter)
+                    enqueue_documents=lambda app, ids: None, engine=engine, store=store,
+                    embedder=embedder, limiter=limiter)
 
 
 def _value(body: str, name: str) -> float:
@@ -95,12 +94,13 @@ def _value(body: str, name: str) -> float:
 
 
 async def test_metrics_and_backpressure_with_the_real_engine(vllm_engine, engine_settings,
-                                                             tmp_path):
+                                                             real_embedder, tmp_path):
     # API keys are another test's subject: this app runs as the anonymous admin.
     settings = Settings(env="test", data_dir=tmp_path, llm=engine_settings.llm,
-                        auth={"enabled": False})
+                        models_dir=engine_settings.models_path, auth={"enabled": False})
     limiter = GenerationLimiter(1, retry_after_s=2)
-    app = create_app(settings, services=_services(settings, vllm_engine, limiter))
+    app = create_app(settings, services=_services(settings, vllm_engine, real_embedder,
+                                                  limiter))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         before = (await http.get("/metrics")).text

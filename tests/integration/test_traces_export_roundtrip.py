@@ -1,6 +1,7 @@
 """Traces as demonstration data, end to end with the real stack: chats (RAG,
 and tool calls forced with ``tool_choice`` then answered) through the real
-vLLM engine (plus one scripted answer that cites its source itself),
+vLLM engine over documents ingested into Qdrant (plus one trace recorded with
+a model-written citation, since the bundled model rarely writes [n]),
 recorded by the background trace writer; feedback and a correction; every
 export format run by a real Celery worker as ``sirocco.traces.export``; each
 file checked again here with mistral_common, ``datasets`` and the bundled
@@ -25,10 +26,10 @@ import pytest
 from sqlalchemy import func, select
 
 from assistant.service import Assistant
-from assistant.testing import ConstantEmbedder, ScriptedEngine, StaticStore, make_hit
 from llm.tools import Tool, ToolRegistry
 from sirocco.db import session_scope
 from sirocco.types import ChatMessage, GenerationOptions, ToolCall
+from tests.integration.stack import ingest_texts
 from tests.integration.workerutil import (
     database_url,
     redis_or_skip,
@@ -36,6 +37,7 @@ from tests.integration.workerutil import (
     stop_worker,
     worker_stack,
 )
+from traces.access import TraceViewer
 from traces.citations import cited_chunk_ids
 from traces.export import FORMATS, ExportFilters, ExportOptions, ExportRequest
 from traces.export.jobs import create_export
@@ -46,10 +48,10 @@ from traces.export.validate import (
     load_with_datasets,
     validate_mistral,
 )
-from traces.feedback import add_feedback
+from traces.feedback import add_feedback, review_feedback
 from traces.models import ExportJob, Trace
 from traces.recorder import TraceRecorder
-from traces.schemas import FeedbackCreate
+from traces.schemas import FeedbackCreate, ReviewUpdate
 from workers.app import create_celery
 from workers.export_tasks import enqueue_export
 
@@ -126,26 +128,38 @@ async def _tool_round_trip(assistant: Assistant, reg: ToolRegistry, question: st
     return str(first[-1].trace_id), str(second[-1].trace_id)
 
 
-async def _scripted_cited_chat(store: StaticStore, recorder: TraceRecorder,
-                               settings: Any) -> None:
-    """One answer whose ``[1]`` the "model" wrote itself. The bundled model
-    rarely writes [n], and an inferred citation credits no chunk: this is what
-    makes sure the retrieval-triplets export has a positive."""
-    scripted = Assistant(ScriptedEngine([CITED_ANSWER]), store, ConstantEmbedder(), recorder,
-                         settings)
-    events = await _collect(scripted.stream_answer(
-        CITED_QUESTION, tenant=TENANT, user="ana", conversation_id="conv-cited",
-        consent=True, options=OPTIONS))
-    assert events[-1].type == "done", events[-1]
-    assert [(c.n, c.inferred, c.supported) for c in events[-1].citations or []] == [
-        (1, False, True)]
+async def _recorded_cited_chat(store: Any, embedder: Any, recorder: TraceRecorder) -> None:
+    """One trace whose ``[1]`` the model wrote itself, recorded through the real
+    recorder over a real retrieval. The bundled model rarely writes [n], and an
+    inferred citation credits no chunk: this makes sure the retrieval-triplets
+    export has a positive (export is the subject here, not the model)."""
+    from retrieval.store import Caller, SearchFilter
+
+    hits = store.search(embedder.embed_query(CITED_QUESTION), top_k=5, text=CITED_QUESTION,
+                        filter=SearchFilter(caller=Caller(tenant=TENANT, user="ana")))
+    cited = next(h for h in hits if h.text == FACTS[0])
+    handle = recorder.start(CITED_QUESTION, tenant=TENANT, user="ana",
+                            conversation_id="conv-cited", consent=True)
+    recorder.finish(
+        handle, status="ok", answer=CITED_ANSWER, model="sirocco",
+        prompt=[{"role": "user", "content": f"Sources:\n\n[1] {FACTS[0]}\n\n"
+                                            f"Question: {CITED_QUESTION}"}],
+        retrieved=[{"chunk_id": h.chunk_id, "doc_id": h.doc_id, "score": h.score,
+                    "rank": r, "text": h.text, "in_prompt": True}
+                   for r, h in enumerate(hits, start=1)],
+        citations=[{"n": 1, "chunk_id": cited.chunk_id, "chunk_ids": [cited.chunk_id],
+                    "doc_id": cited.doc_id, "inferred": False, "supported": True}])
 
 
 def _check_triplets(factory: Any, triplets: list[dict[str, Any]]) -> None:
-    """The scripted answer's cited chunk is a positive against the other one;
+    """The recorded answer's cited chunk is a positive against the other one;
     every positive comes from an answer with a model-written, supported
-    citation, never from an inferred one."""
-    assert triplets and all(r["positive"] and r["negatives"] for r in triplets)
+    citation, never from an inferred one. Positives and negatives are the
+    ingested facts (an answer that cited both facts has no negative left)."""
+    assert triplets
+    for r in triplets:
+        assert r["positive"] in FACTS and r["positive"] not in r["negatives"]
+        assert set(r["negatives"]) <= set(FACTS)
     assert {"query": CITED_QUESTION, "positive": FACTS[0], "negatives": [FACTS[1]]} in triplets
     with session_scope(factory) as s:
         credited = {t.query for t in s.scalars(select(Trace))
@@ -180,14 +194,18 @@ def stack(tmp_path: Path, request: pytest.FixtureRequest, engine_settings):
     stack.close()
 
 
-async def test_chats_to_validated_exports_in_every_format(vllm_engine, stack, tmp_path):
+async def test_chats_to_validated_exports_in_every_format(vllm_engine, real_embedder, stack,
+                                                         tmp_path):
     factory = stack.factory
     recorder = TraceRecorder(factory, background=True, spool_dir=tmp_path / "spool",
                              user_salt="salt")
-    store = StaticStore([make_hit(1, text=FACTS[0]), make_hit(2, score=0.5, text=FACTS[1])])
     settings = stack.settings.model_copy(update={"retrieval": stack.settings.retrieval
                                                  .model_copy(update={"min_score": 0.0})})
-    assistant = Assistant(vllm_engine, store, ConstantEmbedder(), recorder, settings)
+    # The two facts as documents, through the real pipeline into Qdrant.
+    store, _, _ = ingest_texts(settings, real_embedder, {"mistral.md": FACTS[0],
+                                                         "budgets.md": FACTS[1]},
+                               tenant=TENANT, factory=factory)
+    assistant = Assistant(vllm_engine, store, real_embedder, recorder, settings)
     reg = registry()
 
     # RAG chats, one with PII in the question, one to correct, one disliked.
@@ -199,7 +217,7 @@ async def test_chats_to_validated_exports_in_every_format(vllm_engine, stack, tm
             options=OPTIONS))
         assert events[-1].type == "done", events[-1]
         rag[key] = str(events[-1].trace_id)
-    await _scripted_cited_chat(store, recorder, settings)
+    await _recorded_cited_chat(store, real_embedder, recorder)
     # Tool calls forced (a named function), run, then answered.
     # (Named, not "required": the bundled model repeats the items of a "required"
     # call array until max_tokens, so the call never closes.)
@@ -218,8 +236,8 @@ async def test_chats_to_validated_exports_in_every_format(vllm_engine, stack, tm
     assert all(r[-1].type == "done" for r in results)
 
     # An engine failure mid-answer: an error trace with the partial output.
-    broken = Assistant(FailingEngine(vllm_engine, after=3), store, ConstantEmbedder(),
-                       recorder, settings)
+    broken = Assistant(FailingEngine(vllm_engine, after=3), store, real_embedder, recorder,
+                       settings)
     failed = await _collect(broken.stream_answer("Tell me about fact number 1.",
                                                  tenant=TENANT, consent=True,
                                                  options=OPTIONS))
@@ -241,14 +259,16 @@ async def test_chats_to_validated_exports_in_every_format(vllm_engine, stack, tm
         answered = s.get(Trace, answer_a)
         assert answered is not None and answered.tool_calls[0].status == "ok"
         assert answered.tool_calls[0].result and "sunny" in answered.tool_calls[0].result
-        for key, trace_id in rag.items():
-            data = {"corrected": FeedbackCreate(thumbs=-1, correction="In winter [1]."),
-                    "disliked": FeedbackCreate(rating=1, comment="wrong"),
-                    "pii": FeedbackCreate(thumbs=1)}[key]
-            add_feedback(session=s, trace_id=trace_id, tenant=TENANT, data=data)
-        for trace_id in (answer_a, answer_b):
-            add_feedback(session=s, trace_id=trace_id, tenant=TENANT,
-                         data=FeedbackCreate(rating=5))
+        # A reviewer's feedback, approved: exports count reviewed feedback only.
+        reviewer = TraceViewer(tenant=TENANT, user_hash=None, reviewer=True)
+        given = [(rag["corrected"], FeedbackCreate(thumbs=-1, correction="In winter [1].")),
+                 (rag["disliked"], FeedbackCreate(rating=1, comment="wrong")),
+                 (rag["pii"], FeedbackCreate(thumbs=1)),
+                 (answer_a, FeedbackCreate(rating=5)), (answer_b, FeedbackCreate(rating=5))]
+        for trace_id, data in given:
+            feedback = add_feedback(session=s, trace_id=trace_id, viewer=reviewer, data=data)
+            review_feedback(session=s, feedback_id=feedback.id, tenant=TENANT,
+                            update=ReviewUpdate(review_status="approved"), reviewer="lead")
 
     # Every format as a Celery job on a real worker; one scrubbed export too.
     requests = {fmt: ExportRequest(format=fmt, options=ExportOptions(

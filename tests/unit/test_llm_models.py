@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+from tests.support import need_module
+
+torch = need_module("torch")
+transformers = need_module("transformers")
 
 from llm.conversion import (  # noqa: E402
     mistral_from_llama,

@@ -22,6 +22,7 @@ from llm.tools import (
 )
 from sirocco.errors import ConfigError, InvalidInputError
 from sirocco.types import ToolCall
+from tests.support import need_module
 
 SEARCH_PARAMS = {"type": "object", "properties": {
     "query": {"type": "string", "minLength": 1},
@@ -146,7 +147,7 @@ def test_parse_forced_calls() -> None:
 @pytest.fixture(scope="module")
 def mistral_v3_tokenizer(tmp_path_factory):  # type: ignore[no-untyped-def]
     """Mistral 7B v0.3's tokenizer, as mistral_common ships it (has [TOOL_CALLS])."""
-    pytest.importorskip("vllm")
+    need_module("vllm")
     import mistral_common
     from vllm.tokenizers.mistral import MistralTokenizer
 

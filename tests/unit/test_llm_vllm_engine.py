@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("vllm")
+from tests.support import need_module
+
+need_module("vllm")
 
 from llm.vllm_engine import VLLMEngine  # noqa: E402
 from sirocco.errors import EngineError, InvalidInputError  # noqa: E402

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import importlib.metadata
 
-import pytest
+from tests.support import need_module
 
-torch = pytest.importorskip("torch")
+torch = need_module("torch")
 
 
 def test_global_expert_ids_become_local_and_foreign_experts_weigh_nothing() -> None:
@@ -22,7 +22,7 @@ def test_global_expert_ids_become_local_and_foreign_experts_weigh_nothing() -> N
 
 
 def test_the_patch_is_registered_as_a_vllm_plugin_and_applies() -> None:
-    pytest.importorskip("vllm")
+    need_module("vllm")
     names = {ep.name: ep.value for ep in
              importlib.metadata.entry_points(group="vllm.general_plugins")}
     assert names.get("sirocco") == "llm.vllm_patches:register"
