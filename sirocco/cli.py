@@ -374,6 +374,36 @@ def sources_remove(
     console.print(f"removed {ref} and {n} document(s)")
 
 
+@sources_app.command("access")
+def sources_access(
+    ref: Annotated[str, typer.Argument(help="Source name or id.")],
+    user: Annotated[list[str] | None, typer.Option(help="A user who may see its documents "
+                                                        "(repeatable).")] = None,
+    group: Annotated[list[str] | None, typer.Option(help="A group that may see its documents "
+                                                         "(repeatable).")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="A tag (repeatable).")] = None,
+    tenant: Annotated[str | None, typer.Option(help="Tenant of the name.")] = None,
+) -> None:
+    """Set who may see a source's documents (no --user/--group: the whole
+    tenant) and their tags; the indexed chunks change at once."""
+    from ingest.service import Access
+    from ingest.sources import get_source, set_source_access
+    from sirocco.db import session_scope
+
+    settings = get_settings()
+    store = _store(settings)
+    access = Access.of(users=user or (), groups=group or (), tags=tag or ())
+    try:
+        with session_scope(_factory(settings)) as session:
+            n, queued = set_source_access(get_source(ref, session=session, tenant=tenant),
+                                          access, session=session, store=store)
+    finally:
+        store.close()
+    _enqueue(settings, queued, None)
+    who = ", ".join(access.acl) if access.acl else "the whole tenant"
+    console.print(f"{ref}: {n} document(s) now visible to {who}", markup=False)
+
+
 @jobs_app.command("list")
 def jobs_list(
     tenant: Annotated[str, typer.Option(help="Tenant whose jobs to show.")] = "default",

@@ -66,6 +66,11 @@ def test_sources_and_jobs_from_the_command_line(tmp_path: Path):
         assert re.search(r": 1 queued, 2 skipped, 1 removed", out), out
         assert "re-queued 0 item(s)" in cli("jobs", "retry", job_id)  # its document is gone
         assert "cancelled 0 queued item(s)" in cli("jobs", "cancel", job_id)
+        # Narrowed at once: no re-ingest, the next sync finds nothing to do.
+        out = cli("sources", "access", "handbook", "--group", "hr")
+        assert "handbook: 3 document(s) now visible to group:hr" in out, out
+        out = cli("sources", "sync", "handbook", "--timeout", "240")
+        assert re.search(r": 0 queued, 3 skipped", out), out
     finally:
         _stop_worker(worker)
         purge_queue(prefix)
