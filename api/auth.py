@@ -28,10 +28,10 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from api.deps import ServicesDep, SettingsDep
 from api.ratelimit import RateLimiter, make_rate_limiter
-from retrieval.store import Caller
-from sirocco.auth.keys import DEFAULT_TENANT, Principal, authenticate
+from sirocco.auth.keys import authenticate
 from sirocco.db import session_scope
 from sirocco.errors import AuthenticationError, PermissionDeniedError
+from sirocco.principal import DEFAULT_TENANT, Principal
 from sirocco.settings import Settings
 
 ANONYMOUS = Principal(tenant=DEFAULT_TENANT, user=None, groups=(), is_admin=True)
@@ -103,8 +103,3 @@ def require_admin(principal: PrincipalDep) -> Principal:
 
 
 AdminDep = Annotated[Principal, Depends(require_admin)]
-
-
-def caller_of(principal: Principal) -> Caller:
-    """The retrieval caller: what this principal may see."""
-    return Caller(tenant=principal.tenant, user=principal.user, groups=principal.groups)

@@ -14,19 +14,19 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ingest.models import Document, Source
-from retrieval.store import Caller
 from sirocco.db import session_scope
+from sirocco.principal import Principal
 from sirocco.types import EVERYONE
 
 
 def source_catalog(session_factory: sessionmaker[Session]
-                   ) -> Callable[[Caller], list[dict[str, Any]]]:
+                   ) -> Callable[[Principal], list[dict[str, Any]]]:
     """``list_sources(caller)``: ``{"id", "name", "kind", "documents"}`` for each
     source of the caller's tenant holding at least one indexed document whose
     ACL names the caller (counts only those), by name."""
 
-    def list_sources(caller: Caller) -> list[dict[str, Any]]:
-        principals = set(caller.principals())
+    def list_sources(caller: Principal) -> list[dict[str, Any]]:
+        principals = set(caller.acl_entries())
         with session_scope(session_factory) as session:
             sources = {s.id: s for s in session.scalars(
                 select(Source).where(Source.tenant == caller.tenant))}

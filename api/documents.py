@@ -28,7 +28,6 @@ from api.services import Services
 from ingest.models import Document
 from ingest.parsers import detect_format
 from ingest.service import Access
-from sirocco.auth.keys import Principal
 from sirocco.db import session_scope
 from sirocco.errors import (
     DocumentTooLargeError,
@@ -38,6 +37,7 @@ from sirocco.errors import (
     PermissionDeniedError,
     UnavailableError,
 )
+from sirocco.principal import Principal
 from sirocco.types import EVERYONE
 
 logger = logging.getLogger(__name__)

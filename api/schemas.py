@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from assistant.request import AnswerRequest, RetrievalSpec, ToolSpec
 from assistant.service import MAX_TOP_K
+from assistant.tools import tool_choice_for
 from retrieval.store import SearchFilter
+from sirocco.types import ChatMessage
 
 
 class ChatFilters(BaseModel):
@@ -65,6 +69,19 @@ class ChatRequest(BaseModel):
     tools: list[str] | None = Field(default=None, max_length=16)
     #: "auto" (default), "required", or a tool name to force on the first turn.
     tool_choice: str | None = Field(default=None, max_length=64)
+
+    def to_answer_request(self, *, conversation_id: str, history: Sequence[ChatMessage],
+                          default_tools: Sequence[str]) -> AnswerRequest:
+        """This request in the assistant's terms: ``history`` is the stored
+        conversation's, ``default_tools`` the server tools offered when the
+        request names none (``assistant.default_tools``)."""
+        tools = list(self.tools if self.tools is not None else default_tools)
+        return AnswerRequest.of(
+            self.question, history=history, conversation_id=conversation_id,
+            consent=self.consent,
+            retrieval=RetrievalSpec(top_k=self.top_k, filters=self.filters.to_search_filter()
+                                    if self.filters is not None else None),
+            tools=ToolSpec(server=tuple(tools), choice=tool_choice_for(self.tool_choice, tools)))
 
 
 class AcceptedDocument(BaseModel):

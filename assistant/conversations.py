@@ -36,6 +36,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, session
 from assistant.schemas import AnswerEvent
 from sirocco.db import Base, session_scope, utcnow
 from sirocco.errors import NotFoundError
+from sirocco.principal import Principal
 from sirocco.types import ChatMessage
 from traces.models import Trace
 
@@ -153,20 +154,20 @@ class Conversations:
         self._session_factory = session_factory
 
     @staticmethod
-    def _find(session: Session, conversation_id: str, tenant: str,
-              user: str | None) -> Conversation | None:
+    def _find(session: Session, conversation_id: str,
+              owner: Principal) -> Conversation | None:
         return session.scalar(select(Conversation).where(
-            Conversation.tenant == tenant, Conversation.user == (user or ""),
+            Conversation.tenant == owner.tenant, Conversation.user == (owner.user or ""),
             Conversation.id == conversation_id))
 
-    def _owned(self, session: Session, conversation_id: str, tenant: str,
-               user: str | None) -> Conversation:
-        conv = self._find(session, conversation_id, tenant, user)
+    def _owned(self, session: Session, conversation_id: str,
+               owner: Principal) -> Conversation:
+        conv = self._find(session, conversation_id, owner)
         if conv is None:
             raise NotFoundError(f"conversation {conversation_id!r} not found")
         return conv
 
-    def list(self, *, tenant: str, user: str | None, limit: int = 50,
+    def list(self, *, owner: Principal, limit: int = 50,
              offset: int = 0) -> list[ConversationSummary]:
         """The caller's conversations, most recently active first."""
         counts = (select(ConversationTurn.conversation_id,
@@ -174,39 +175,40 @@ class Conversations:
                   .subquery())
         query = (select(Conversation, func.coalesce(counts.c.n, 0))
                  .outerjoin(counts, counts.c.conversation_id == Conversation.key)
-                 .where(Conversation.tenant == tenant, Conversation.user == (user or ""))
+                 .where(Conversation.tenant == owner.tenant,
+                        Conversation.user == (owner.user or ""))
                  .order_by(Conversation.updated_at.desc(), Conversation.id)
                  .limit(limit).offset(offset))
         with session_scope(self._session_factory) as session:
             return [ConversationSummary.model_validate(conv).model_copy(
                 update={"turn_count": n}) for conv, n in session.execute(query)]
 
-    def get(self, conversation_id: str, *, tenant: str, user: str | None) -> ConversationDetail:
+    def get(self, conversation_id: str, *, owner: Principal) -> ConversationDetail:
         """One of the caller's conversations with its turns; ``NotFoundError`` otherwise."""
         with session_scope(self._session_factory) as session:
-            conv = self._owned(session, conversation_id, tenant, user)
+            conv = self._owned(session, conversation_id, owner)
             detail = ConversationDetail.model_validate(conv)
             return detail.model_copy(update={"turn_count": len(detail.turns)})
 
-    def delete(self, conversation_id: str, *, tenant: str, user: str | None,
+    def delete(self, conversation_id: str, *, owner: Principal,
                with_traces: bool = False) -> int:
         """Delete one of the caller's conversations and its turns. Its traces
         stay (the trace store's retention, reviews, exports) unless
         ``with_traces``: then the traces of its turns go too, with their
         feedback. Returns the number of traces deleted."""
         with session_scope(self._session_factory) as session:
-            conv = self._owned(session, conversation_id, tenant, user)
+            conv = self._owned(session, conversation_id, owner)
             trace_ids = [t.trace_id for t in conv.turns if t.trace_id]
             session.delete(conv)
             if not (with_traces and trace_ids):
                 return 0
             traces = session.scalars(select(Trace).where(Trace.id.in_(trace_ids),
-                                                         Trace.tenant == tenant)).all()
+                                                         Trace.tenant == owner.tenant)).all()
             for trace in traces:
                 session.delete(trace)
             return len(traces)
 
-    def history(self, conversation_id: str | None, *, tenant: str, user: str | None,
+    def history(self, conversation_id: str | None, *, owner: Principal,
                 max_messages: int) -> list[ChatMessage]:
         """The last turns of an existing conversation of the caller as chat messages
         (at most ``max_messages``); [] for an id the caller has not used (another
@@ -214,7 +216,7 @@ class Conversations:
         if conversation_id is None or max_messages <= 0:
             return []
         with session_scope(self._session_factory) as session:
-            conv = self._find(session, conversation_id, tenant, user)
+            conv = self._find(session, conversation_id, owner)
             if conv is None:
                 return []
             messages: list[ChatMessage] = []
@@ -223,13 +225,13 @@ class Conversations:
                              ChatMessage("assistant", turn.answer)]
             return messages[-max_messages:]
 
-    def add_turn(self, conversation_id: str, *, tenant: str, user: str | None, question: str,
+    def add_turn(self, conversation_id: str, *, owner: Principal, question: str,
                  answer: str, citations: list[dict[str, Any]], trace_id: str | None) -> None:
         """Append a turn, creating the conversation (titled by its first question)."""
         with session_scope(self._session_factory) as session:
-            conv = self._find(session, conversation_id, tenant, user)
+            conv = self._find(session, conversation_id, owner)
             if conv is None:
-                conv = Conversation(id=conversation_id, tenant=tenant, user=user or "",
+                conv = Conversation(id=conversation_id, tenant=owner.tenant, user=owner.user or "",
                                     title=" ".join(question.split())[:TITLE_CHARS])
                 session.add(conv)
                 session.flush()
@@ -240,7 +242,7 @@ class Conversations:
             conv.updated_at = utcnow()
 
     async def remember(self, events: AsyncIterator[AnswerEvent], *, conversation_id: str,
-                       tenant: str, user: str | None, question: str
+                       owner: Principal, question: str
                        ) -> AsyncIterator[AnswerEvent]:
         """Pass ``events`` through; when the answer is done, store the turn and
         name the conversation in the ``done`` event. A storage failure is logged,
@@ -254,7 +256,7 @@ class Conversations:
                     event = event.model_copy(update={"conversation_id": conversation_id})
                     try:
                         await asyncio.to_thread(
-                            self.add_turn, conversation_id, tenant=tenant, user=user,
+                            self.add_turn, conversation_id, owner=owner,
                             question=question, answer="".join(parts),
                             citations=[c.model_dump(mode="json")
                                        for c in event.citations or []],

@@ -26,7 +26,8 @@ from typing import Any
 
 from assistant.schemas import AnswerEvent
 from llm.engine import Engine
-from llm.tools import ToolContext, ToolRegistry, ToolResult
+from llm.tools import ToolRegistry, ToolResult
+from sirocco.principal import Principal
 from sirocco.settings import AssistantSettings
 from sirocco.types import ChatMessage, GenerationOptions, ToolCall, Usage
 
@@ -45,7 +46,7 @@ class Turns:
     client_tools: Sequence[dict[str, Any]] = ()
     #: For the first turn: "required", a named function, or None (auto).
     tool_choice: str | dict[str, Any] | None = None
-    context: ToolContext = ToolContext()
+    context: Principal = Principal()
 
     @property
     def client_names(self) -> set[str]:
@@ -163,7 +164,7 @@ def _failed(call: ToolCall, message: str) -> ToolResult:
     return ToolResult(call.id, call.name, json.dumps({"error": message}), is_error=True)
 
 
-async def run_tool(registry: ToolRegistry | None, call: ToolCall, context: ToolContext, *,
+async def run_tool(registry: ToolRegistry | None, call: ToolCall, context: Principal, *,
                    handle: Any, deadline: float, max_chars: int) -> ToolResult:
     """Run one server tool call within the time left before ``deadline``; every
     failure (refused, invalid, timed out, raised) is an error result for the model,

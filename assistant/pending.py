@@ -28,6 +28,7 @@ from assistant.schemas import AnswerEvent
 from llm.tools import ToolResult
 from sirocco.db import Base, session_scope, utcnow
 from sirocco.errors import InvalidInputError, NotFoundError
+from sirocco.principal import Principal
 from sirocco.types import ToolCall
 
 logger = logging.getLogger(__name__)
@@ -92,44 +93,43 @@ class PendingCalls:
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self._session_factory = session_factory
 
-    def _owned(self, session: Session, pending_id: str, tenant: str,
-               user: str | None) -> PendingToolCall:
+    def _owned(self, session: Session, pending_id: str, owner: Principal) -> PendingToolCall:
         row = session.get(PendingToolCall, pending_id)
-        if row is None or row.tenant != tenant or row.user != (user or ""):
+        if row is None or row.tenant != owner.tenant or row.user != (owner.user or ""):
             raise NotFoundError(f"pending tool call {pending_id!r} not found")
         if row.status == "pending" and utcnow() - _utc(row.created_at) > PENDING_TTL:
             row.status, row.decided_at = "expired", utcnow()
         return row
 
-    def add(self, calls: list[dict[str, Any]], *, tenant: str, user: str | None,
+    def add(self, calls: list[dict[str, Any]], *, owner: Principal,
             trace_id: str | None) -> list[str]:
         """Store ``calls`` ({"id", "name", "arguments"}) for the caller; their ids."""
         with session_scope(self._session_factory) as session:
-            rows = [PendingToolCall(tenant=tenant, user=user or "", trace_id=trace_id,
+            rows = [PendingToolCall(tenant=owner.tenant, user=owner.user or "", trace_id=trace_id,
                                     call_id=c["id"], name=c["name"],
                                     arguments=c.get("arguments") or "{}") for c in calls]
             session.add_all(rows)
             session.flush()
             return [r.id for r in rows]
 
-    def list(self, *, tenant: str, user: str | None,
+    def list(self, *, owner: Principal,
              status: str | None = "pending") -> list[PendingCallPublic]:
         """The caller's calls (pending ones by default), newest first."""
-        stmt = (select(PendingToolCall).where(PendingToolCall.tenant == tenant,
-                                              PendingToolCall.user == (user or ""))
+        stmt = (select(PendingToolCall).where(PendingToolCall.tenant == owner.tenant,
+                                              PendingToolCall.user == (owner.user or ""))
                 .order_by(PendingToolCall.created_at.desc()).limit(100))
         if status is not None:
             stmt = stmt.where(PendingToolCall.status == status)
         with session_scope(self._session_factory) as session:
             return [PendingCallPublic.model_validate(r) for r in session.scalars(stmt)]
 
-    async def decide(self, pending_id: str, *, approve: bool, tenant: str, user: str | None,
+    async def decide(self, pending_id: str, *, approve: bool, owner: Principal,
                      run: RunTool) -> PendingCallPublic:
         """Confirm (run the tool now, through ``run``) or reject one of the
         caller's pending calls; ``InvalidInputError`` once it was decided."""
         def claim() -> PendingToolCall | None:
             with session_scope(self._session_factory) as session:
-                row = self._owned(session, pending_id, tenant, user)
+                row = self._owned(session, pending_id, owner)
                 if row.status != "pending":
                     raise InvalidInputError(
                         f"pending tool call {pending_id!r} is {row.status} already")
@@ -156,16 +156,16 @@ class PendingCalls:
         with session_scope(self._session_factory) as session:
             return PendingCallPublic.model_validate(session.get(PendingToolCall, pending_id))
 
-    async def remember(self, events: AsyncIterator[AnswerEvent], *, tenant: str,
-                       user: str | None) -> AsyncIterator[AnswerEvent]:
+    async def remember(self, events: AsyncIterator[AnswerEvent], *,
+                       owner: Principal) -> AsyncIterator[AnswerEvent]:
         """Pass ``events`` through, storing each ``tool_pending`` call for the
         caller and adding its ``pending_id``; the trace id comes with ``done``."""
         stored: list[str] = []
         async with aclosing(events):  # type: ignore[type-var]
             async for event in events:
                 if event.type == "tool_pending" and event.tool_calls:
-                    ids = await asyncio.to_thread(self.add, event.tool_calls, tenant=tenant,
-                                                  user=user, trace_id=None)
+                    ids = await asyncio.to_thread(self.add, event.tool_calls, owner=owner,
+                                                  trace_id=None)
                     stored += ids
                     event = event.model_copy(update={"tool_calls": [
                         {**c, "pending_id": i} for c, i in zip(event.tool_calls, ids,

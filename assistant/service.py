@@ -1,6 +1,6 @@
 """The answering loop: retrieve, build the prompt, stream the model, cite, trace.
 
-Contract of ``Assistant.stream_answer``:
+Contract of ``Assistant.stream_answer(request, principal)``:
 - failures before anything was yielded are raised as ``sirocco.errors``
   (so an API can still answer with a proper HTTP status);
 - once output began, a failure ends the stream with one ``error`` event;
@@ -17,12 +17,11 @@ nothing; the ``done`` event then still lists every source shown to the model
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, Protocol
 
 from assistant.answers import collect_answer
@@ -30,7 +29,6 @@ from assistant.citations import SupportChecker, resolve_citations
 from assistant.loop import Turns, converse
 from assistant.prompts import (
     NOT_FOUND_ANSWER,
-    SYSTEM_PROMPT,
     TOOLS_SYSTEM_PROMPT,
     Prompt,
     build_prompt,
@@ -38,35 +36,34 @@ from assistant.prompts import (
     with_conversation,
 )
 from assistant.query import needs_rewrite, standalone_query
-from assistant.schemas import AnswerEvent, AnswerResult, AnswerUsage, Source
+from assistant.request import AnswerRequest
+from assistant.run import (
+    PLAIN_TEMPLATE,
+    RAG_TEMPLATE,
+    AnswerRun,
+    domain_error,
+    source_of,
+    usage_of,
+)
+from assistant.schemas import AnswerEvent, AnswerResult, AnswerUsage
 from assistant.tools import SourceBook, SourceCatalog, ToolKit, build_tools, offered_specs
 from llm.engine import Engine
-from llm.tools import ToolContext, ToolResult
+from llm.tools import ToolResult
 from retrieval.packing import pack
 from retrieval.rerank import Reranker
-from retrieval.store import Caller, SearchFilter, Store
-from sirocco.errors import (
-    EngineError,
-    InvalidInputError,
-    SiroccoError,
-    UnavailableError,
-)
+from retrieval.store import SearchFilter, Store
+from sirocco.errors import InvalidInputError
+from sirocco.principal import Principal
 from sirocco.settings import Settings
-from sirocco.types import ChatMessage, GenerationOptions, SearchHit, ToolCall, Usage
-from traces.recorder import TraceRecorder
+from sirocco.types import ChatMessage, GenerationOptions, SearchHit, ToolCall
+from traces.recorder import TraceHandle, TraceRecorder
 
 logger = logging.getLogger(__name__)
 
 MAX_TOP_K = 50
-SNIPPET_CHARS = 300
 #: Tokens left for the chat template around the counted message texts.
 PROMPT_SLACK_TOKENS = 64
 CANCELLED = "cancelled before the answer was complete"
-#: Recorded on traces: which prompt produced an answer, and which version of it
-#: (a hash of the system prompt, so an edited prompt shows up in exports).
-RAG_TEMPLATE = "rag-answer"
-PLAIN_TEMPLATE = "plain-chat"
-TEMPLATE_VERSION = hashlib.sha256(SYSTEM_PROMPT.encode()).hexdigest()[:12]
 
 
 class QueryEmbedder(Protocol):
@@ -74,41 +71,6 @@ class QueryEmbedder(Protocol):
     so the assistant does not import ``ingest``)."""
 
     def embed_query(self, text: str) -> list[float]: ...
-
-
-@dataclass(slots=True)
-class _Run:
-    """What one answer has produced so far: the trace is built from it."""
-
-    phase: str = "retrieval"
-    retrieved: list[dict[str, Any]] = field(default_factory=list)
-    prompt: list[dict[str, Any]] = field(default_factory=list)
-    parts: list[str] = field(default_factory=list)
-    model: str | None = None
-    usage: Usage | None = None
-    finish_reason: str | None = None
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)
-    tools: list[dict[str, Any]] | None = None
-    template: str | None = None
-
-    @property
-    def answer(self) -> str:
-        return "".join(self.parts)
-
-    def trace_fields(self) -> dict[str, Any]:
-        return {
-            "answer": self.answer,
-            "retrieved": self.retrieved,
-            "prompt": self.prompt,
-            "model": self.model,
-            "prompt_tokens": self.usage.prompt_tokens if self.usage else None,
-            "completion_tokens": self.usage.completion_tokens if self.usage else None,
-            "tool_calls": self.tool_calls,
-            "tools": self.tools,
-            "finish_reason": self.finish_reason,
-            "prompt_template": self.template,
-            "prompt_template_version": TEMPLATE_VERSION if self.template else None,
-        }
 
 
 class Assistant:
@@ -139,162 +101,53 @@ class Assistant:
         self._toolkit = ToolKit(store=store, embed=embedder.embed_query, search=self._search,
                                 catalog=catalog, transport=tool_transport)
 
-    async def stream_answer(
-        self,
-        question: str,
-        *,
-        tenant: str = "default",
-        top_k: int | None = None,
-        conversation_id: str | None = None,
-        user: str | None = None,
-        groups: tuple[str, ...] = (),
-        filters: SearchFilter | None = None,
-        history: Sequence[ChatMessage] = (),
-        tool_turns: Sequence[ChatMessage] = (),
-        tools: Sequence[dict[str, Any]] | None = None,
-        tool_choice: str | dict[str, Any] | None = None,
-        options: GenerationOptions | None = None,
-        retrieve: bool = True,
-        consent: bool | None = None,
-        server_tools: Sequence[str] = (),
-        is_admin: bool = False,
-    ) -> AsyncIterator[AnswerEvent]:
-        """Stream ``delta`` (and ``tool_call``) events, then one ``done`` (or
-        ``error``) event.
+    async def stream_answer(self, request: AnswerRequest, principal: Principal
+                            ) -> AsyncIterator[AnswerEvent]:
+        """Stream ``delta`` (and ``tool_call`` / ``tool_result`` /
+        ``tool_pending``) events, then one ``done`` (or ``error``) event.
 
-        Retrieval sees only what ``user`` (with ``groups``) of ``tenant`` may see,
-        further narrowed by ``filters`` (sources, documents, types, tags, dates).
-        ``history``: earlier turns of the conversation; ``tool_turns``: the turns
-        after the question (the model's tool calls and their results); ``tools``:
-        OpenAI tool definitions passed to the engine, whose calls come back as
-        ``tool_call`` events (with tools, an empty retrieval still asks the
-        model); ``tool_choice`` ("required" or a named function) is passed on.
-        ``retrieve=False`` skips retrieval (plain chat, no sources).
-        ``options`` overrides the configured generation settings.
-        ``consent``: the user agrees to the trace being used as training data
-        (None: the recorder's default).
-        ``server_tools``: names of server tools (``assistant.tools``) the model may
-        call, run here with the caller's permissions (``is_admin`` included) in
-        a bounded loop; their calls come back as ``tool_result`` events.
-
-        A follow-up question is first rewritten with ``history`` into a
-        standalone query for retrieval (``assistant.rewrite_query``). Cited
-        sentences are checked against their chunks: see ``assistant.citations``.
-
-        Raises ``InvalidInputError`` for an empty question or a bad ``top_k``, and
-        any failure before the first event as a ``SiroccoError``. Closing the
-        iterator early aborts generation in the engine; the trace is kept.
+        Retrieval sees only what ``principal`` may see, narrowed by
+        ``request.retrieval.filters``. A follow-up is first rewritten with the
+        history into a standalone query (``assistant.rewrite_query``); cited
+        sentences are checked against their chunks (``assistant.citations``);
+        server tools run with the principal's permissions in a bounded loop
+        (``assistant.loop``). Raises ``InvalidInputError`` for an empty question
+        or a bad ``top_k``, and any failure before the first event as a
+        ``SiroccoError``. Closing the iterator early aborts generation in the
+        engine; the trace is kept.
         """
-        question = question.strip()
-        if not question:
-            raise InvalidInputError("the question is empty")
-        k = self._settings.retrieval.top_k if top_k is None else top_k
-        if not 1 <= k <= MAX_TOP_K:
-            raise InvalidInputError(f"top_k must be between 1 and {MAX_TOP_K}, got {k}")
-
+        question, k = self._checked(request)
         handle = await asyncio.to_thread(
-            self._recorder.start, question, tenant=tenant, conversation_id=conversation_id,
-            user=user, consent=consent,
-        )
-        run = _Run(tools=list(tools) if tools else None)
-        sources: list[Source] = []
+            self._recorder.start, question, tenant=principal.tenant,
+            conversation_id=request.conversation_id, user=principal.user,
+            consent=request.consent)
+        run = AnswerRun(tools=list(request.tools.client) or None)
         book = SourceBook()
         query = question
         try:
-            context = ToolContext(tenant=tenant, user=user, groups=tuple(groups),
-                                  is_admin=is_admin)
-            registry = (build_tools(self._toolkit, self._settings, context, book, server_tools)
-                        if server_tools else None)
-            turns = Turns(registry=registry, context=context, tool_choice=tool_choice,
-                          client_tools=list(tools or ()),
-                          server_specs=offered_specs(registry, server_tools, context)
-                          if registry is not None else ())
-            # The tool definitions offered, for the trace.
+            turns = self._turns(request, principal, book)
             run.tools = [*turns.server_specs, *turns.client_tools] or None
-            hits: list[SearchHit] = []
-            if retrieve and needs_rewrite(question, history,
-                                          self._settings.assistant.rewrite_query):
-                run.phase = "rewrite"
-                span = handle.start_span("llm", "rewrite query", **{
-                    "gen_ai.operation.name": "chat",
-                    "gen_ai.request.model": self._engine.model_name})
-                query = await standalone_query(self._engine, question, history,
-                                               request_id=handle.trace_id)
-                handle.end_span(span, **{"sirocco.query": query})
-                run.phase = "retrieval"
-            if retrieve:
-                caller = Caller(tenant=tenant, user=user, groups=tuple(groups))
-                span = handle.start_span("retrieval", "retrieval.search", **{
-                    "gen_ai.operation.name": "retrieval", "gen_ai.request.top_k": k,
-                    "sirocco.retrieval.mode": self._settings.retrieval.mode})
-                hits = await self._retrieve(
-                    query, top_k=k, filter=replace(filters or SearchFilter(), caller=caller,
-                                                   tenant=None))
-                handle.end_span(span, **{"sirocco.retrieval.hits": len(hits)})
-                run.retrieved = [
-                    {"chunk_id": h.chunk_id, "doc_id": h.doc_id, "score": float(h.score),
-                     "rank": rank, "text": h.text, "in_prompt": False}
-                    for rank, h in enumerate(hits, start=1)
-                ]
-                hits = [h for h in hits if h.score >= self._settings.retrieval.min_score]
-                # Near-duplicates out, overlapping chunks of a document merged into one source.
-                hits = pack(hits)
-            if retrieve and not hits and not tools and not turns.server_specs:
-                # Nothing to ground an answer on: say so without asking the model.
-                handle.mark_first_token()
-                run.parts.append(NOT_FOUND_ANSWER)
-                yield AnswerEvent(type="delta", text=NOT_FOUND_ANSWER)
-                await asyncio.to_thread(
-                    self._recorder.finish, handle, status="ok", **run.trace_fields()
-                )
-                yield AnswerEvent(
-                    type="done", citations=[], sources=[], trace_id=handle.trace_id,
-                    usage=AnswerUsage(prompt_tokens=0, completion_tokens=0, total_tokens=0),
-                    finish_reason="no_sources",
-                )
+            query, hits = await self._gather(request, principal, k, handle, run)
+            if request.retrieval.enabled and not hits and not turns.client_tools \
+                    and not turns.server_specs:
+                async for event in self._not_found(handle, run):
+                    yield event
                 return
-
-            if hits:
-                extra = sum(self._engine.count_tokens(m.content)
-                            for m in (*history, *tool_turns))
-                prompt = self._build_prompt(question, hits, reserved_tokens=extra)
-                for hit in prompt.hits:
-                    book.add(hit)
-                sources = [_source(n, h) for n, h in enumerate(prompt.hits, start=1)]
-                shown = {c for s in sources for c in s.chunk_ids}
-                for r in run.retrieved:
-                    r["in_prompt"] = r["chunk_id"] in shown
-                messages = with_conversation(prompt.messages, history, tool_turns)
-                run.template = RAG_TEMPLATE
-            else:
-                # Nothing retrieved but server tools offered: the model may search,
-                # under the same rule as with sources (no guessing).
-                grounded = retrieve and bool(turns.server_specs)
-                messages = plain_messages(question, history, tool_turns,
-                                          system_prompt=TOOLS_SYSTEM_PROMPT if grounded else None)
-                run.template = PLAIN_TEMPLATE
-            run.prompt = [m.to_openai() for m in messages]
-            run.model = self._engine.model_name
-            run.phase = "generation"
-            options = options or GenerationOptions(
-                max_tokens=self._settings.llm.max_tokens,
-                temperature=self._settings.llm.temperature,
-            )
-            turns_stream = converse(self._engine, messages, run=run, handle=handle,
-                                    options=options, turns=turns,
-                                    settings=self._settings.assistant)
+            messages = self._messages(request, hits, book, run, turns)
+            stream = converse(self._engine, messages, run=run, handle=handle,
+                              options=self._options(request), turns=turns,
+                              settings=self._settings.assistant)
             # aclosing: a consumer closing this stream aborts the engine's generation.
-            async with aclosing(turns_stream):
-                async for answer_event in turns_stream:
-                    yield answer_event
+            async with aclosing(stream):
+                async for event in stream:
+                    yield event
         except Exception as exc:
-            error = _domain_error(exc, run.phase)
+            error = domain_error(exc, run.phase)
             logger.warning("answer failed", exc_info=True,
                            extra={"trace_id": handle.trace_id, "phase": run.phase})
             await asyncio.to_thread(
                 self._recorder.finish, handle, status="error",
-                error=f"{type(exc).__name__}: {exc}", **run.trace_fields(),
-            )
+                error=f"{type(exc).__name__}: {exc}", **run.trace_fields())
             if not run.parts:
                 if error is exc:
                     raise
@@ -307,9 +160,133 @@ class Assistant:
             # be cancelled), so the trace is written synchronously.
             self._recorder.finish(handle, status="error", error=CANCELLED, **run.trace_fields())
             raise
+        yield await self._finish(handle, run, book, question, query)
 
-        # Sources the tools added are citable too; each cited sentence is checked.
-        sources = [_source(n, h) for n, h in enumerate(book.hits, start=1)]
+    async def answer(self, request: AnswerRequest, principal: Principal) -> AnswerResult:
+        """The whole answer at once; a failure after output began raises
+        ``EngineError``."""
+        return await collect_answer(self.stream_answer(request, principal))
+
+    async def run_confirmed(self, call: ToolCall, principal: Principal) -> ToolResult:
+        """Run one tool call its user confirmed (``assistant.pending``), with
+        their permissions, checked again, within the tools' time budget."""
+        registry = build_tools(self._toolkit, self._settings, principal, SourceBook(),
+                               [call.name])
+        limit = self._settings.assistant.max_tool_time_s
+        try:
+            return await asyncio.wait_for(registry.execute(call, principal), timeout=limit)
+        except TimeoutError:
+            return ToolResult(call.id, call.name,
+                              json.dumps({"error": f"timed out after {limit:g}s"}),
+                              is_error=True)
+
+    # ------------------------------------------------------------------- steps
+
+    def _checked(self, request: AnswerRequest) -> tuple[str, int]:
+        """The question stripped, and the number of chunks to retrieve."""
+        question = request.question.strip()
+        if not question:
+            raise InvalidInputError("the question is empty")
+        top_k = request.retrieval.top_k
+        k = self._settings.retrieval.top_k if top_k is None else top_k
+        if not 1 <= k <= MAX_TOP_K:
+            raise InvalidInputError(f"top_k must be between 1 and {MAX_TOP_K}, got {k}")
+        return question, k
+
+    def _turns(self, request: AnswerRequest, principal: Principal, book: SourceBook) -> Turns:
+        """The tools of this answer: server tools the principal may use, the
+        client's own, and the first turn's choice."""
+        names = request.tools.server
+        registry = (build_tools(self._toolkit, self._settings, principal, book, names)
+                    if names else None)
+        return Turns(registry=registry, context=principal, tool_choice=request.tools.choice,
+                     client_tools=list(request.tools.client),
+                     server_specs=offered_specs(registry, names, principal)
+                     if registry is not None else ())
+
+    async def _gather(self, request: AnswerRequest, principal: Principal, k: int,
+                      handle: TraceHandle, run: AnswerRun) -> tuple[str, list[SearchHit]]:
+        """The query retrieval used (a follow-up rewritten) and the packed hits
+        above ``retrieval.min_score``; ([], the question) without retrieval."""
+        question = request.question.strip()
+        if not request.retrieval.enabled:
+            return question, []
+        query = question
+        if needs_rewrite(question, request.history, self._settings.assistant.rewrite_query):
+            run.phase = "rewrite"
+            span = handle.start_span("llm", "rewrite query", **{
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": self._engine.model_name})
+            query = await standalone_query(self._engine, question, request.history,
+                                           request_id=handle.trace_id)
+            handle.end_span(span, **{"sirocco.query": query})
+            run.phase = "retrieval"
+        span = handle.start_span("retrieval", "retrieval.search", **{
+            "gen_ai.operation.name": "retrieval", "gen_ai.request.top_k": k,
+            "sirocco.retrieval.mode": self._settings.retrieval.mode})
+        flt = replace(request.retrieval.filters or SearchFilter(), caller=principal, tenant=None)
+        hits = await self._retrieve(query, top_k=k, filter=flt)
+        handle.end_span(span, **{"sirocco.retrieval.hits": len(hits)})
+        run.retrieved = [
+            {"chunk_id": h.chunk_id, "doc_id": h.doc_id, "score": float(h.score),
+             "rank": rank, "text": h.text, "in_prompt": False}
+            for rank, h in enumerate(hits, start=1)]
+        hits = [h for h in hits if h.score >= self._settings.retrieval.min_score]
+        # Near-duplicates out, overlapping chunks of a document merged into one source.
+        return query, pack(hits)
+
+    async def _not_found(self, handle: TraceHandle, run: AnswerRun
+                         ) -> AsyncIterator[AnswerEvent]:
+        """Nothing to ground an answer on: say so without asking the model."""
+        handle.mark_first_token()
+        run.parts.append(NOT_FOUND_ANSWER)
+        yield AnswerEvent(type="delta", text=NOT_FOUND_ANSWER)
+        await asyncio.to_thread(self._recorder.finish, handle, status="ok",
+                                **run.trace_fields())
+        yield AnswerEvent(type="done", citations=[], sources=[], trace_id=handle.trace_id,
+                          usage=AnswerUsage(prompt_tokens=0, completion_tokens=0,
+                                            total_tokens=0),
+                          finish_reason="no_sources")
+
+    def _messages(self, request: AnswerRequest, hits: list[SearchHit], book: SourceBook,
+                  run: AnswerRun, turns: Turns) -> list[ChatMessage]:
+        """The chat for the model: numbered sources and the question, in the
+        conversation; without hits, the plain chat (tools may still search)."""
+        if hits:
+            extra = sum(self._engine.count_tokens(m.content)
+                        for m in (*request.history, *request.tool_turns))
+            prompt = self._build_prompt(request.question.strip(), hits, reserved_tokens=extra)
+            for hit in prompt.hits:
+                book.add(hit)
+            shown = {c for n, h in enumerate(prompt.hits, start=1)
+                     for c in source_of(n, h).chunk_ids}
+            for r in run.retrieved:
+                r["in_prompt"] = r["chunk_id"] in shown
+            messages = with_conversation(prompt.messages, request.history, request.tool_turns)
+            run.template = RAG_TEMPLATE
+        else:
+            # Nothing retrieved but server tools offered: the model may search,
+            # under the same rule as with sources (no guessing).
+            grounded = request.retrieval.enabled and bool(turns.server_specs)
+            messages = plain_messages(request.question.strip(), request.history,
+                                      request.tool_turns,
+                                      system_prompt=TOOLS_SYSTEM_PROMPT if grounded else None)
+            run.template = PLAIN_TEMPLATE
+        run.prompt = [m.to_openai() for m in messages]
+        run.model = self._engine.model_name
+        run.phase = "generation"
+        return messages
+
+    def _options(self, request: AnswerRequest) -> GenerationOptions:
+        return request.options or GenerationOptions(
+            max_tokens=self._settings.llm.max_tokens,
+            temperature=self._settings.llm.temperature)
+
+    async def _finish(self, handle: TraceHandle, run: AnswerRun, book: SourceBook,
+                      question: str, query: str) -> AnswerEvent:
+        """Check the citations (sources the tools added are citable too),
+        record the trace, and make the ``done`` event."""
+        sources = [source_of(n, h) for n, h in enumerate(book.hits, start=1)]
         citations, dropped = resolve_citations(run.answer, sources, book.texts,
                                                checker=self._checker)
         unsupported = [c.n for c in citations if c.supported is False]
@@ -319,47 +296,13 @@ class Assistant:
                                                     "unsupported": unsupported})
         await asyncio.to_thread(
             self._recorder.finish, handle, status="ok",
-            citations=[c.model_dump(mode="json") for c in citations], **run.trace_fields(),
-        )
-        yield AnswerEvent(
-            type="done",
-            citations=citations,
-            sources=sources,
-            trace_id=handle.trace_id,
-            usage=_usage(run.usage),
-            model=run.model,
-            finish_reason=run.finish_reason,
-            dropped_citations=dropped,
-            query=query if query != question else None,
-        )
+            citations=[c.model_dump(mode="json") for c in citations], **run.trace_fields())
+        return AnswerEvent(
+            type="done", citations=citations, sources=sources, trace_id=handle.trace_id,
+            usage=usage_of(run.usage), model=run.model, finish_reason=run.finish_reason,
+            dropped_citations=dropped, query=query if query != question else None)
 
-    async def run_confirmed(self, call: ToolCall, context: ToolContext) -> ToolResult:
-        """Run one tool call its user confirmed (``assistant.pending``), with
-        their permissions, checked again, within the tools' time budget."""
-        registry = build_tools(self._toolkit, self._settings, context, SourceBook(),
-                               [call.name])
-        limit = self._settings.assistant.max_tool_time_s
-        try:
-            return await asyncio.wait_for(registry.execute(call, context), timeout=limit)
-        except TimeoutError:
-            return ToolResult(call.id, call.name,
-                              json.dumps({"error": f"timed out after {limit:g}s"}),
-                              is_error=True)
-
-    async def answer(
-        self,
-        question: str,
-        *,
-        tenant: str = "default",
-        top_k: int | None = None,
-        conversation_id: str | None = None,
-        **retrieval: Any,
-    ) -> AnswerResult:
-        """The whole answer at once; a failure after output began raises
-        ``EngineError``. ``retrieval``: ``user``, ``groups``, ``filters`` as for
-        ``stream_answer``."""
-        return await collect_answer(self.stream_answer(
-            question, tenant=tenant, top_k=top_k, conversation_id=conversation_id, **retrieval))
+    # --------------------------------------------------------------- retrieval
 
     async def _search(self, query: str, top_k: int, filter: SearchFilter) -> list[SearchHit]:
         """Retrieval for the search_documents tool: as for the question, packed,
@@ -374,11 +317,10 @@ class Assistant:
         mode = self._settings.retrieval.mode
         vector = (await asyncio.to_thread(self._embedder.embed_query, question)
                   if mode != "sparse" else None)
-        flt = filter
         fetch = top_k if self._reranker is None else max(
             top_k, self._settings.retrieval.rerank_candidates)
         hits = await asyncio.to_thread(self._store.search, vector, top_k=fetch, text=question,
-                                       mode=mode, filter=flt)
+                                       mode=mode, filter=filter)
         if self._reranker is not None:
             hits = await asyncio.to_thread(self._reranker.rerank, question, hits, top_k)
         return hits
@@ -392,32 +334,3 @@ class Assistant:
             count_tokens=self._engine.count_tokens if budget > 0 else None,
             max_prompt_tokens=budget if budget > 0 else None,
         )
-
-
-def _source(n: int, hit: SearchHit) -> Source:
-    snippet = " ".join(hit.text.split())
-    if len(snippet) > SNIPPET_CHARS:
-        snippet = snippet[:SNIPPET_CHARS].rstrip() + "…"
-    return Source(
-        n=n, chunk_id=hit.chunk_id, doc_id=hit.doc_id, title=hit.title, source=hit.source,
-        page=hit.page, start_char=hit.start_char, end_char=hit.end_char, snippet=snippet,
-        score=float(hit.score), chunk_ids=list(hit.covers or (hit.chunk_id,)),
-    )
-
-
-def _usage(usage: Usage | None) -> AnswerUsage:
-    if usage is None:
-        return AnswerUsage()
-    return AnswerUsage(prompt_tokens=usage.prompt_tokens,
-                       completion_tokens=usage.completion_tokens,
-                       total_tokens=usage.total_tokens)
-
-
-def _domain_error(exc: Exception, phase: str) -> SiroccoError:
-    """The error a user should see; unexpected exceptions get a generic message
-    (details go to the log and the trace, not to the client)."""
-    if isinstance(exc, SiroccoError):
-        return exc
-    if phase == "generation":
-        return EngineError("the language model failed while generating the answer")
-    return UnavailableError("searching the indexed documents failed; try again later")

@@ -3,7 +3,7 @@
 Built-ins: ``search_documents`` (query + filters), ``get_document`` (by id) and
 ``list_sources``. Company tools come from config: each ``HttpToolSettings``
 becomes a tool that calls an HTTP endpoint (``http_tool``). A registry is built
-for every answer (``build_tools``) with the caller's ``ToolContext`` closed
+for every answer (``build_tools``) with the caller's ``Principal`` closed
 over, so a tool runs with the caller's permissions, never more:
 
 - search and document reads go through the store with the caller's tenant
@@ -26,9 +26,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from llm.tools import Tool, ToolContext, ToolRegistry
-from retrieval.store import Caller, SearchFilter, Store
+from llm.tools import Tool, ToolRegistry
+from retrieval.store import SearchFilter, Store
 from sirocco.errors import InvalidInputError, NotFoundError
+from sirocco.principal import Principal
 from sirocco.settings import HttpToolSettings, Settings
 from sirocco.types import SearchHit
 
@@ -43,7 +44,7 @@ _RESULT_TEXT_CHARS = 800
 Search = Callable[[str, int, SearchFilter], Awaitable[list[SearchHit]]]
 #: ``list_sources(caller) -> [{"id", "name", "kind", "documents"}]``: sources
 #: holding documents the caller may see (implemented next to the SQL tables).
-SourceCatalog = Callable[[Caller], Sequence[dict[str, Any]]]
+SourceCatalog = Callable[[Principal], Sequence[dict[str, Any]]]
 
 
 @dataclass
@@ -103,7 +104,7 @@ def _short(text: str, limit: int = _RESULT_TEXT_CHARS) -> str:
     return text if len(text) <= limit else text[:limit].rstrip() + " [...]"
 
 
-def _search_tool(search: Search, book: SourceBook, caller: Caller, default_k: int) -> Tool:
+def _search_tool(search: Search, book: SourceBook, caller: Principal, default_k: int) -> Tool:
     async def search_documents(query: str, top_k: int | None = None,
                                filters: dict[str, Any] | None = None) -> dict[str, Any]:
         # The caller is set here, after the model's filters: they can only narrow.
@@ -118,7 +119,7 @@ def _search_tool(search: Search, book: SourceBook, caller: Caller, default_k: in
                 "as [n].", SEARCH_SCHEMA, search_documents)
 
 
-def fetch_document(store: Store, embed: Callable[[str], list[float]], caller: Caller,
+def fetch_document(store: Store, embed: Callable[[str], list[float]], caller: Principal,
                    doc_id: str) -> list[SearchHit]:
     """The chunks of ``doc_id`` the caller may see, in text order; ``NotFoundError``
     when there are none (unknown, or not visible: the same answer, so a caller
@@ -133,7 +134,7 @@ def fetch_document(store: Store, embed: Callable[[str], list[float]], caller: Ca
 
 
 def _document_tool(store: Store, embed: Callable[[str], list[float]], book: SourceBook,
-                   caller: Caller, max_chars: int) -> Tool:
+                   caller: Principal, max_chars: int) -> Tool:
     async def get_document(doc_id: str) -> dict[str, Any]:
         hits = await asyncio.to_thread(fetch_document, store, embed, caller, doc_id)
         text = "\n".join(h.text for h in hits)[:max_chars]
@@ -149,7 +150,7 @@ def _document_tool(store: Store, embed: Callable[[str], list[float]], book: Sour
                 "Cite it as [n].", GET_DOCUMENT_SCHEMA, get_document)
 
 
-def _sources_tool(catalog: SourceCatalog | None, caller: Caller) -> Tool:
+def _sources_tool(catalog: SourceCatalog | None, caller: Principal) -> Tool:
     async def list_sources() -> dict[str, Any]:
         if catalog is None:
             return {"sources": []}
@@ -159,10 +160,10 @@ def _sources_tool(catalog: SourceCatalog | None, caller: Caller) -> Tool:
                 NO_ARGUMENTS, list_sources)
 
 
-def http_permission(config: HttpToolSettings) -> Callable[[ToolContext], bool]:
+def http_permission(config: HttpToolSettings) -> Callable[[Principal], bool]:
     """Who may call an HTTP tool: its tenants (all when unset), then admins or
     members of one of ``allowed_groups`` (everyone when unset)."""
-    def allowed(context: ToolContext) -> bool:
+    def allowed(context: Principal) -> bool:
         if config.tenants is not None and context.tenant not in config.tenants:
             return False
         if config.allowed_groups is None or context.is_admin:
@@ -171,7 +172,7 @@ def http_permission(config: HttpToolSettings) -> Callable[[ToolContext], bool]:
     return allowed
 
 
-def http_tool(config: HttpToolSettings, context: ToolContext, *,
+def http_tool(config: HttpToolSettings, context: Principal, *,
               transport: Any | None = None, max_chars: int = 4000) -> Tool:
     """A tool calling ``config.url``: JSON body (POST/PUT) or query string (GET),
     the caller's identity in headers; the response (JSON or text, cut to
@@ -209,14 +210,14 @@ class ToolKit:
     transport: Any | None = None
 
 
-def build_tools(kit: ToolKit, settings: Settings, context: ToolContext, book: SourceBook,
+def build_tools(kit: ToolKit, settings: Settings, context: Principal, book: SourceBook,
                 names: Sequence[str]) -> ToolRegistry:
     """A registry of the tools ``names`` (built-ins and configured HTTP tools) for
     one answer by ``context``. ``InvalidInputError`` for a name that is neither.
     Tools the caller may not use are registered too (with their permission), so
     a call to one is refused and reported rather than treated as unknown; they
     are not offered to the model (``ToolRegistry.specs(context)``)."""
-    caller = Caller(tenant=context.tenant, user=context.user, groups=context.groups)
+    caller = Principal(tenant=context.tenant, user=context.user, groups=context.groups)
     cfg = settings.assistant
     configured = {t.name: t for t in cfg.http_tools}
     registry = ToolRegistry()
@@ -245,13 +246,13 @@ def build_tools(kit: ToolKit, settings: Settings, context: ToolContext, book: So
     return registry
 
 
-def _not_offered(context: ToolContext) -> bool:
+def _not_offered(context: Principal) -> bool:
     """Tools not offered for this answer may not be called in it."""
     return False
 
 
 def offered_specs(registry: ToolRegistry, names: Sequence[str],
-                  context: ToolContext) -> list[dict[str, Any]]:
+                  context: Principal) -> list[dict[str, Any]]:
     """The OpenAI ``tools`` entries of ``names`` that ``context`` may call."""
     tools = [registry.get(n) for n in dict.fromkeys(names)]
     return [t.spec() for t in tools if t is not None and t.allowed(context)]
@@ -273,7 +274,7 @@ def tool_choice_for(choice: str | None, names: Sequence[str]) -> str | dict[str,
     return {"type": "function", "function": {"name": choice}}
 
 
-def available_tools(settings: Settings, context: ToolContext) -> list[str]:
+def available_tools(settings: Settings, context: Principal) -> list[str]:
     """Names of the tools ``context`` may use: built-ins and permitted HTTP tools."""
     return [*BUILTIN_TOOLS, *(t.name for t in settings.assistant.http_tools
                               if http_permission(t)(context))]

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from ingest.models import Document
 from ingest.parsers import SUPPORTED_EXTENSIONS
 from sirocco.errors import NotFoundError
-from sirocco.types import group_principal, user_principal
+from sirocco.types import group_acl_entry, user_acl_entry
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class Access:
     def of(cls, *, users: Iterable[str] = (), groups: Iterable[str] = (),
            tags: Iterable[str] = ()) -> Access:
         """Everyone when no user or group is named; else exactly those."""
-        acl = [user_principal(u) for u in users if u] + [group_principal(g) for g in groups if g]
+        acl = [user_acl_entry(u) for u in users if u] + [group_acl_entry(g) for g in groups if g]
         return cls(acl=acl or None, tags=sorted({t for t in tags if t}) or None)
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sirocco.errors import ConfigError, InvalidInputError
+from sirocco.principal import Principal
 from sirocco.types import ChatMessage, ToolCall
 
 logger = logging.getLogger(__name__)
@@ -46,16 +47,6 @@ def new_tool_call_id() -> str:
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(9))
 
 
-@dataclass(frozen=True, slots=True)
-class ToolContext:
-    """Who is asking: what permission checks look at."""
-
-    tenant: str = "default"
-    user: str | None = None
-    groups: tuple[str, ...] = ()
-    is_admin: bool = False
-
-
 @dataclass(frozen=True)
 class Tool:
     name: str
@@ -64,7 +55,7 @@ class Tool:
     parameters: Mapping[str, Any]
     func: Callable[..., Any]
     #: ``permission(context) -> bool``; None: everyone may call it.
-    permission: Callable[[ToolContext], bool] | None = None
+    permission: Callable[[Principal], bool] | None = None
     #: It changes something outside (a ticket, a mail): the answering loop never
     #: runs it on its own, the user confirms each call (``assistant.pending``).
     side_effects: bool = False
@@ -75,7 +66,7 @@ class Tool:
             "name": self.name, "description": self.description,
             "parameters": dict(self.parameters)}}
 
-    def allowed(self, context: ToolContext) -> bool:
+    def allowed(self, context: Principal) -> bool:
         """Whether ``context`` may call this tool."""
         return self.permission is None or bool(self.permission(context))
 
@@ -120,7 +111,7 @@ class ToolRegistry:
 
     def tool(self, *, name: str | None = None, description: str,
              parameters: Mapping[str, Any],
-             permission: Callable[[ToolContext], bool] | None = None,
+             permission: Callable[[Principal], bool] | None = None,
              ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Decorator form of ``register`` (the function's name by default)."""
         def wrap(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -137,18 +128,18 @@ class ToolRegistry:
         """Registered tool names, in registration order."""
         return list(self._tools)
 
-    def specs(self, context: ToolContext | None = None) -> list[dict[str, Any]]:
+    def specs(self, context: Principal | None = None) -> list[dict[str, Any]]:
         """OpenAI ``tools`` entries of the tools ``context`` may call (all when None)."""
         return [t.spec() for t in self._tools.values()
                 if context is None or t.allowed(context)]
 
-    async def execute(self, call: ToolCall, context: ToolContext | None = None) -> ToolResult:
+    async def execute(self, call: ToolCall, context: Principal | None = None) -> ToolResult:
         """Run ``call``; every failure becomes an error ``ToolResult`` (never raises,
         except cancellation). Arguments are checked against the tool's schema first."""
         from jsonschema import Draft202012Validator
         from jsonschema.exceptions import best_match
 
-        context = context or ToolContext()
+        context = context or Principal()
         tool = self._tools.get(call.name)
         if tool is None:
             return _error(call, f"unknown tool {call.name!r}; available: "
@@ -182,7 +173,7 @@ def _error(call: ToolCall, message: str) -> ToolResult:
 
 
 async def execute_tool_call(registry: ToolRegistry, call: ToolCall,
-                            context: ToolContext | None = None) -> ChatMessage:
+                            context: Principal | None = None) -> ChatMessage:
     """Run one call through ``registry`` and return the ``tool`` message to append
     to the conversation (an error message when the call could not run)."""
     return (await registry.execute(call, context)).to_message()

@@ -390,7 +390,7 @@ def qdrant_filter(f: SearchFilter) -> qm.Filter | None:
     if tenant is not None:
         must.append(qm.FieldCondition(key="tenant", match=qm.MatchValue(value=tenant)))
     if f.caller is not None:
-        any_of("acl", f.caller.principals())
+        any_of("acl", f.caller.acl_entries())
     any_of("doc_id", f.doc_ids)
     any_of("source_id", f.source_ids)
     any_of("mime_type", f.mime_types)

@@ -7,29 +7,12 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from sirocco.errors import ConfigError, InvalidInputError
+from sirocco.principal import Principal
 from sirocco.settings import Settings
-from sirocco.types import EVERYONE, Chunk, SearchHit, group_principal, user_principal
+from sirocco.types import Chunk, SearchHit
 
 SearchMode = Literal["dense", "sparse", "hybrid"]
 SEARCH_MODES: tuple[SearchMode, ...] = ("dense", "sparse", "hybrid")
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """Who is searching: their tenant, user id and groups. Retrieval only
-    returns chunks whose ACL names ``EVERYONE``, the user, or one of the groups."""
-
-    tenant: str
-    user: str | None = None
-    groups: tuple[str, ...] = ()
-
-    def principals(self) -> list[str]:
-        """The ACL entries this caller matches."""
-        out = [EVERYONE]
-        if self.user:
-            out.append(user_principal(self.user))
-        out += [group_principal(g) for g in self.groups]
-        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +25,7 @@ class SearchFilter:
     of the document's modification time, bounds included.
     """
 
-    caller: Caller | None = None
+    caller: Principal | None = None
     tenant: str | None = None
     doc_ids: Sequence[str] | None = None
     source_ids: Sequence[str] | None = None

@@ -19,12 +19,12 @@ def chunk_point_id(doc_id: str, chunk_index: int) -> str:
 EVERYONE = "*"
 
 
-def user_principal(user: str) -> str:
+def user_acl_entry(user: str) -> str:
     """The ACL entry naming one user."""
     return f"user:{user}"
 
 
-def group_principal(group: str) -> str:
+def group_acl_entry(group: str) -> str:
     """The ACL entry naming one group."""
     return f"group:{group}"
 

@@ -15,7 +15,6 @@ from api.auth import PrincipalDep
 from api.deps import ServicesDep, SettingsDep
 from api.openai.protocol import ChatCompletion, ChatCompletionRequest, ErrorResponse, ModelList
 from api.openai.serving import (
-    assistant_stream,
     complete,
     list_models,
     prepare,
@@ -73,7 +72,8 @@ async def chat_completions(
     default; ``sirocco.rag=false`` for plain chat). Sources come back in the
     ``sirocco`` field; client ``tools`` are passed to the model and its calls
     returned as ``tool_calls``."""
-    chat = prepare(body, settings=settings, engine=services.engine, principal=principal)
+    answer = services.assistant.stream_answer(
+        prepare(body, settings=settings, engine=services.engine), principal)
     model = served_model(settings, services.engine)
     # At capacity (in all or for the tenant): 429 + Retry-After now, rather than
     # a queue the client times out in.
@@ -81,8 +81,8 @@ async def chat_completions(
     try:
         if not body.stream:
             with slot:
-                return await complete(assistant_stream(services.assistant, chat), model=model)
-        events = hold_while_streaming(assistant_stream(services.assistant, chat), slot)
+                return await complete(answer, model=model)
+        events = hold_while_streaming(answer, slot)
         # Failures before the first event (retrieval down, prompt too long) keep a real status.
         first = await anext(events, None)
     except BaseException:

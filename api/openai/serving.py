@@ -16,7 +16,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
-from dataclasses import dataclass, field
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -41,8 +40,8 @@ from api.openai.protocol import (
     Usage,
 )
 from api.sse import DONE_FRAME, sse_frame
+from assistant.request import AnswerRequest, RetrievalSpec, ToolSpec
 from assistant.schemas import AnswerEvent, AnswerUsage
-from sirocco.auth.keys import Principal
 from sirocco.errors import EngineError, InvalidInputError, ModelNotFoundError, SiroccoError
 from sirocco.settings import Settings
 from sirocco.types import ChatMessage, GenerationOptions
@@ -50,20 +49,6 @@ from sirocco.types import ToolCall as EngineToolCall
 
 MAX_STOP = 4
 _STARTED = int(time.time())
-
-
-@dataclass(slots=True)
-class PreparedChat:
-    """A checked request, in the assistant's terms."""
-
-    question: str
-    history: list[ChatMessage]
-    tail: list[ChatMessage]
-    tools: list[dict[str, Any]] | None
-    options: GenerationOptions
-    #: "required" or a named function; None for "auto" (and "none": no tools sent).
-    tool_choice: str | dict[str, Any] | None = None
-    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 def served_model(settings: Settings, engine: Any | None) -> str:
@@ -140,9 +125,9 @@ def _check_tools(request: ChatCompletionRequest, max_tools: int) -> list[dict[st
     return [t.model_dump(exclude_none=True) for t in tools]
 
 
-def prepare(request: ChatCompletionRequest, *, settings: Settings, engine: Any | None,
-            principal: Principal) -> PreparedChat:
-    """Check ``request`` and map it onto the assistant's arguments; raises
+def prepare(request: ChatCompletionRequest, *, settings: Settings, engine: Any | None
+            ) -> AnswerRequest:
+    """Check ``request`` and map it onto an ``AnswerRequest``; raises
     ``ModelNotFoundError`` or ``InvalidInputError`` (with ``param``)."""
     model = served_model(settings, engine)
     if request.model != model:
@@ -180,18 +165,15 @@ def prepare(request: ChatCompletionRequest, *, settings: Settings, engine: Any |
         top_p=1.0 if request.top_p is None else request.top_p,
         stop=tuple(stop), seed=request.seed)
     ext = request.sirocco
-    kwargs: dict[str, Any] = {"tenant": principal.tenant, "user": principal.user,
-                              "groups": principal.groups,
-                              "retrieve": ext.rag if ext else True}
-    if ext is not None:
-        kwargs["top_k"] = ext.top_k
-        kwargs["conversation_id"] = ext.conversation_id
-        kwargs["consent"] = ext.consent
-        if ext.filters is not None:
-            kwargs["filters"] = ext.filters.to_search_filter()
     choice = request.tool_choice if tools and request.tool_choice not in (None, "auto") else None
-    return PreparedChat(question=question, history=history, tail=tail, tools=tools,
-                        options=options, tool_choice=choice, kwargs=kwargs)
+    return AnswerRequest.of(
+        question, history=history, tool_turns=tail, options=options,
+        conversation_id=ext.conversation_id if ext else None,
+        consent=ext.consent if ext else None,
+        retrieval=RetrievalSpec(
+            enabled=ext.rag if ext else True, top_k=ext.top_k if ext else None,
+            filters=ext.filters.to_search_filter() if ext and ext.filters else None),
+        tools=ToolSpec(client=tuple(tools or ()), choice=choice))
 
 
 def _usage(usage: AnswerUsage | None) -> Usage:
@@ -210,13 +192,6 @@ def _finish(reason: str | None, tool_calls: bool) -> str:
 def _tool_call(call: dict[str, str]) -> ToolCall:
     return ToolCall(id=call["id"], function=FunctionCall(name=call["name"],
                                                          arguments=call["arguments"]))
-
-
-def assistant_stream(assistant: Any, chat: PreparedChat) -> AsyncIterator[AnswerEvent]:
-    """The assistant's event stream for a prepared request."""
-    return assistant.stream_answer(chat.question, history=chat.history, tool_turns=chat.tail,
-                                   tools=chat.tools, tool_choice=chat.tool_choice,
-                                   options=chat.options, **chat.kwargs)
 
 
 async def complete(events: AsyncIterator[AnswerEvent], *, model: str) -> ChatCompletion:

@@ -20,7 +20,6 @@ from assistant.conversations import (
 )
 from assistant.pending import PendingCalls
 from assistant.schemas import AnswerEvent, AnswerResult
-from assistant.tools import tool_choice_for
 from llm.admission import hold_while_streaming
 from sirocco.errors import InvalidInputError
 
@@ -55,40 +54,28 @@ async def chat(
     if len(body.question) > limit:
         raise InvalidInputError(f"the question has {len(body.question)} characters; the limit "
                                 f"is {limit}", param="question")
-    # The caller's tenant, user and groups: retrieval's ACL filter.
-    kwargs: dict[str, Any] = {"tenant": principal.tenant, "user": principal.user,
-                              "groups": principal.groups, "top_k": body.top_k,
-                              "consent": body.consent, "is_admin": principal.is_admin}
-    if body.filters is not None:
-        kwargs["filters"] = body.filters.to_search_filter()
-    tools = body.tools if body.tools is not None else settings.assistant.default_tools
-    kwargs["server_tools"] = tools
-    kwargs["tool_choice"] = tool_choice_for(body.tool_choice, tools)
     conversations = Conversations(services.session_factory)
-    # Calls of tools with side effects end the answer and wait for the user.
-    pending = PendingCalls(services.session_factory)
     conversation_id = body.conversation_id or new_conversation_id()
-    owner = {"tenant": principal.tenant, "user": principal.user}
-    kwargs["history"] = await asyncio.to_thread(
-        conversations.history, conversation_id, **owner,
-        max_messages=settings.api.max_history_messages)
-    kwargs["conversation_id"] = conversation_id
-    answer = pending.remember(services.assistant.stream_answer(body.question, **kwargs),
-                              **owner)
+    history = await asyncio.to_thread(conversations.history, conversation_id, owner=principal,
+                                      max_messages=settings.api.max_history_messages)
+    answer_request = body.to_answer_request(conversation_id=conversation_id, history=history,
+                                            default_tools=settings.assistant.default_tools)
+    # The principal's tenant, user and groups are retrieval's ACL filter; calls
+    # of tools with side effects end the answer and wait for the user.
+    answer = conversations.remember(
+        PendingCalls(services.session_factory).remember(
+            services.assistant.stream_answer(answer_request, principal), owner=principal),
+        conversation_id=conversation_id, question=body.question, owner=principal)
     # At capacity (in all or for the tenant): 429 + Retry-After now, rather than
     # a queue the client times out in.
     slot = await services.limiter.acquire(principal.tenant)
     try:
         if not body.stream:
             with slot:
-                result: AnswerResult = await collect_answer(conversations.remember(
-                    answer,
-                    conversation_id=conversation_id, question=body.question, **owner))
+                result: AnswerResult = await collect_answer(answer)
             return result
         # The slot is held until the stream closes (done, error or client gone).
-        events = hold_while_streaming(conversations.remember(
-            answer,
-            conversation_id=conversation_id, question=body.question, **owner), slot)
+        events = hold_while_streaming(answer, slot)
         # Wait for the first event before sending headers: failures up to here
         # (retrieval down, engine refusing the prompt) get a real HTTP status.
         first = await anext(events, None)
@@ -109,8 +96,8 @@ def list_conversations(
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> list[ConversationSummary]:
     """The caller's conversations, most recently active first."""
-    return Conversations(services.session_factory).list(
-        tenant=principal.tenant, user=principal.user, limit=limit, offset=offset)
+    return Conversations(services.session_factory).list(owner=principal, limit=limit,
+                                                        offset=offset)
 
 
 @router.get("/api/conversations/{conversation_id}", response_model=ConversationDetail,
@@ -118,8 +105,7 @@ def list_conversations(
 def get_conversation(conversation_id: str, services: ServicesDep,
                      principal: PrincipalDep) -> ConversationDetail:
     """One of the caller's conversations with its turns (404 for anyone else's)."""
-    return Conversations(services.session_factory).get(
-        conversation_id, tenant=principal.tenant, user=principal.user)
+    return Conversations(services.session_factory).get(conversation_id, owner=principal)
 
 
 @router.delete("/api/conversations/{conversation_id}", status_code=204,
@@ -137,6 +123,5 @@ async def delete_conversation(
         # Traces are written in the background: let the last ones land first.
         await asyncio.to_thread(services.recorder.flush, 5.0)
     await asyncio.to_thread(Conversations(services.session_factory).delete, conversation_id,
-                            tenant=principal.tenant, user=principal.user,
-                            with_traces=traces == "delete")
+                            owner=principal, with_traces=traces == "delete")
     return Response(status_code=204)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
-from api.auth import PrincipalDep, caller_of
+from api.auth import PrincipalDep
 from api.deps import ServicesDep, SettingsDep
 from api.documents import (
     Intake,
@@ -89,7 +89,7 @@ async def upload_documents(
 
 def _principals(principal: PrincipalDep) -> set[str] | None:
     """ACL entries limiting what the caller sees; None for admins (whole tenant)."""
-    return None if principal.is_admin else set(caller_of(principal).principals())
+    return None if principal.is_admin else set(principal.acl_entries())
 
 
 @router.get("/api/documents", response_model=list[DocumentStatus])

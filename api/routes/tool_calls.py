@@ -17,7 +17,7 @@ from api.auth import PrincipalDep
 from api.deps import ServicesDep
 from api.schemas import ERROR_RESPONSES
 from assistant.pending import PendingCallPublic, PendingCalls
-from llm.tools import ToolContext
+from llm.tools import ToolResult
 from sirocco.types import ToolCall
 
 router = APIRouter(tags=["tool calls"], responses=ERROR_RESPONSES)
@@ -38,8 +38,7 @@ def list_tool_calls(
         pattern="^(pending|done|failed|rejected|expired|running)$")] = "pending",
 ) -> list[PendingCallPublic]:
     """The caller's tool calls waiting for a decision (or of another ``status``)."""
-    return PendingCalls(services.session_factory).list(
-        tenant=principal.tenant, user=principal.user, status=status)
+    return PendingCalls(services.session_factory).list(owner=principal, status=status)
 
 
 @router.post("/api/tool-calls/{pending_id}", response_model=PendingCallPublic)
@@ -48,12 +47,8 @@ async def decide_tool_call(pending_id: str, body: Decision, services: ServicesDe
     """Confirm (``approve: true``: the tool runs now, with the caller's
     permissions checked again; its result comes back) or reject a pending
     call of the caller. 400 once it was decided."""
-    context = ToolContext(tenant=principal.tenant, user=principal.user,
-                          groups=principal.groups, is_admin=principal.is_admin)
-
-    async def run(call: ToolCall):  # type: ignore[no-untyped-def]
-        return await services.assistant.run_confirmed(call, context)
+    async def run(call: ToolCall) -> ToolResult:
+        return await services.assistant.run_confirmed(call, principal)
 
     return await PendingCalls(services.session_factory).decide(
-        pending_id, approve=body.approve, tenant=principal.tenant, user=principal.user,
-        run=run)
+        pending_id, approve=body.approve, owner=principal, run=run)

@@ -19,9 +19,9 @@ from fastapi import APIRouter, Query
 from api.auth import PrincipalDep
 from api.deps import ServicesDep, SettingsDep
 from api.services import Services
-from sirocco.auth.keys import Principal
 from sirocco.db import session_scope
 from sirocco.errors import PermissionDeniedError
+from sirocco.principal import Principal
 from sirocco.settings import Settings
 from traces.access import TraceViewer
 from traces.feedback import add_feedback, list_feedback, review_feedback

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from sirocco.auth.models import ApiKey, Group, Tenant, User
 from sirocco.db import utcnow
 from sirocco.errors import AuthenticationError, InvalidInputError, NotFoundError
+from sirocco.principal import DEFAULT_TENANT, Principal
 
 logger = logging.getLogger(__name__)
 
@@ -29,19 +30,7 @@ KEY_PREFIX = "sk-sirocco-"
 #: Characters of the random part kept visible in ``ApiKey.prefix``.
 VISIBLE_CHARS = 8
 BOOTSTRAP_USER = "admin"
-DEFAULT_TENANT = "default"
 _MAX_NAME = 255
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who a request acts as: the key's user, their groups and tenant."""
-
-    tenant: str
-    user: str | None
-    groups: tuple[str, ...] = ()
-    is_admin: bool = False
-    key_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ import pytest
 
 from retrieval.qdrant_store import QdrantStore
 from sirocco.errors import ConfigError, StoreBusyError
+from sirocco.principal import Principal
 from sirocco.settings import Settings
 from sirocco.types import Chunk
 from tests.support import optional
@@ -78,15 +79,15 @@ def test_upsert_search_filter_delete_count(tmp_path):
 def test_set_access_narrows_the_indexed_chunks_at_once(tmp_path):
     from dataclasses import replace
 
-    from retrieval.store import Caller, SearchFilter
+    from retrieval.store import SearchFilter
 
     store = QdrantStore(_settings(tmp_path))
     store.upsert([replace(c, acl=("*",)) for c in _chunks("a", 2)], [[1, 0, 0], [0.9, 0.1, 0]])
     store.upsert(_chunks("b", 1), [[0.8, 0.2, 0]])
-    ana = Caller(tenant="default", user="ana", groups=("hr",))
-    bob = Caller(tenant="default", user="bob", groups=("sales",))
+    ana = Principal(tenant="default", user="ana", groups=("hr",))
+    bob = Principal(tenant="default", user="bob", groups=("sales",))
 
-    def seen(caller: Caller) -> set[str]:
+    def seen(caller: Principal) -> set[str]:
         return {h.doc_id for h in store.search([1, 0, 0], top_k=10,
                                                filter=SearchFilter(caller=caller))}
 
@@ -217,7 +218,7 @@ def any_store(request, tmp_path):
 
 
 def test_sparse_and_hybrid_search_with_acl_and_filters_inside_qdrant(any_store):
-    from retrieval.store import Caller, SearchFilter
+    from retrieval.store import SearchFilter
 
     store = any_store
     docs = [
@@ -237,20 +238,20 @@ def test_sparse_and_hybrid_search_with_acl_and_filters_inside_qdrant(any_store):
     hybrid = store.search([0, 1, 0], top_k=4, text="salary bands", tenant="acme")
     assert {h.doc_id for h in hybrid[:2]} == {"pay", "leave"}  # one from each side, fused
 
-    def visible(caller: Caller, **kw) -> set[str]:
+    def visible(caller: Principal, **kw) -> set[str]:
         hits = store.search([1, 0, 0], top_k=10, text="March salary review leave",
                             filter=SearchFilter(caller=caller, **kw))
         return {h.doc_id for h in hits}
 
-    assert visible(Caller("acme")) == {"leave"}
-    assert visible(Caller("acme", groups=("hr",))) == {"leave", "pay"}
-    assert visible(Caller("acme", user="ana")) == {"leave", "ana"}
-    assert visible(Caller("globex", user="ana", groups=("hr",))) == {"other"}
-    assert visible(Caller("acme", user="ana", groups=("hr",)), tags=["policy"]) == {"pay",
+    assert visible(Principal("acme")) == {"leave"}
+    assert visible(Principal("acme", groups=("hr",))) == {"leave", "pay"}
+    assert visible(Principal("acme", user="ana")) == {"leave", "ana"}
+    assert visible(Principal("globex", user="ana", groups=("hr",))) == {"other"}
+    assert visible(Principal("acme", user="ana", groups=("hr",)), tags=["policy"]) == {"pay",
                                                                                   "leave"}
-    assert visible(Caller("acme", user="ana", groups=("hr",)), modified_after=150.0) == {
+    assert visible(Principal("acme", user="ana", groups=("hr",)), modified_after=150.0) == {
         "leave", "ana"}
-    assert visible(Caller("acme", user="ana"), mime_types=["text/markdown"]) == {"leave"}
+    assert visible(Principal("acme", user="ana"), mime_types=["text/markdown"]) == {"leave"}
 
 
 def test_collection_sits_behind_an_alias_and_a_legacy_layout_is_refused(tmp_path):

@@ -26,10 +26,10 @@ from ingest.models import Document
 from ingest.pipeline import ingest_document
 from ingest.service import Access, register_files
 from retrieval.qdrant_store import QdrantStore
-from retrieval.store import SEARCH_MODES, Caller, SearchFilter
+from retrieval.store import SEARCH_MODES, Principal, SearchFilter
 from sirocco.db import Base, make_engine, make_session_factory, session_scope
 from sirocco.settings import Settings
-from sirocco.types import EVERYONE, group_principal, user_principal
+from sirocco.types import EVERYONE, group_acl_entry, user_acl_entry
 
 pytestmark = pytest.mark.integration
 
@@ -40,18 +40,19 @@ LAYOUT = {
              "board": Access.of(groups=["board"]), "ana": Access.of(users=["ana"])},
     "globex": {"all": Access.of(), "hr": Access.of(groups=["hr"])},
 }
-CALLERS = [Caller("acme"), Caller("acme", user="ana"), Caller("acme", user="bo", groups=("hr",)),
-           Caller("acme", user="cy", groups=("eng", "board")), Caller("globex", user="ana",
-                                                                     groups=("hr", "eng"))]
+CALLERS = [Principal("acme"), Principal("acme", user="ana"),
+           Principal("acme", user="bo", groups=("hr",)),
+           Principal("acme", user="cy", groups=("eng", "board")),
+           Principal("globex", user="ana", groups=("hr", "eng"))]
 QUERIES = ["salary bands review", "When are bonus rules decided?", "board salary March",
            "human resources pay policy", "engineering bonus"]
 
 
-def _may_see(caller: Caller, doc: Document) -> bool:
+def _may_see(caller: Principal, doc: Document) -> bool:
     acl = doc.acl or [EVERYONE]
-    mine = {EVERYONE, *(group_principal(g) for g in caller.groups)}
+    mine = {EVERYONE, *(group_acl_entry(g) for g in caller.groups)}
     if caller.user:
-        mine.add(user_principal(caller.user))
+        mine.add(user_acl_entry(caller.user))
     return doc.tenant == caller.tenant and bool(mine & set(acl))
 
 
@@ -125,7 +126,7 @@ async def test_chat_and_openai_endpoints_cite_only_visible_documents(
     # Short answers: what is checked is which documents reach the model and the client.
     settings = corpus.settings.model_copy(update={
         "llm": engine_settings.llm.model_copy(update={"max_tokens": 4})})
-    keys: list[tuple[Caller, str]] = []
+    keys: list[tuple[Principal, str]] = []
     with session_scope(corpus.factory) as s:
         for caller in CALLERS:
             # A key always has a user; "nobody" is named by no ACL.

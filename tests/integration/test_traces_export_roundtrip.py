@@ -28,7 +28,9 @@ from sqlalchemy import func, select
 from assistant.service import Assistant
 from llm.tools import Tool, ToolRegistry
 from sirocco.db import session_scope
+from sirocco.principal import Principal
 from sirocco.types import ChatMessage, GenerationOptions, ToolCall
+from tests.answering import ask
 from tests.integration.stack import ingest_texts
 from tests.integration.workerutil import (
     database_url,
@@ -112,18 +114,18 @@ async def _tool_round_trip(assistant: Assistant, reg: ToolRegistry, question: st
                            tool_choice: Any, conversation: str) -> tuple[str, str]:
     """Forced call -> run it -> the model's answer; returns both trace ids."""
     tools = reg.specs()
-    first = await _collect(assistant.stream_answer(
+    first = await _collect(assistant.stream_answer(*ask(
         question, tenant=TENANT, user="ana", tools=tools, tool_choice=tool_choice,
-        retrieve=False, conversation_id=conversation, consent=True, options=TOOL_OPTIONS))
+        retrieve=False, conversation_id=conversation, consent=True, options=TOOL_OPTIONS)))
     calls = [c for e in first if e.type == "tool_call" for c in e.tool_calls or []]
     assert calls, f"no forced tool call: {first}"
     call = ToolCall(id=calls[0]["id"], name=calls[0]["name"], arguments=calls[0]["arguments"])
     result = await reg.execute(call)
     assert not result.is_error, result.content
     turns = [ChatMessage(role="assistant", content="", tool_calls=[call]), result.to_message()]
-    second = await _collect(assistant.stream_answer(
+    second = await _collect(assistant.stream_answer(*ask(
         question, tenant=TENANT, user="ana", tools=tools, tool_turns=turns, retrieve=False,
-        conversation_id=conversation, consent=True, options=OPTIONS))
+        conversation_id=conversation, consent=True, options=OPTIONS)))
     assert second[-1].type == "done", second[-1]
     return str(first[-1].trace_id), str(second[-1].trace_id)
 
@@ -133,10 +135,10 @@ async def _recorded_cited_chat(store: Any, embedder: Any, recorder: TraceRecorde
     recorder over a real retrieval. The bundled model rarely writes [n], and an
     inferred citation credits no chunk: this makes sure the retrieval-triplets
     export has a positive (export is the subject here, not the model)."""
-    from retrieval.store import Caller, SearchFilter
+    from retrieval.store import SearchFilter
 
     hits = store.search(embedder.embed_query(CITED_QUESTION), top_k=5, text=CITED_QUESTION,
-                        filter=SearchFilter(caller=Caller(tenant=TENANT, user="ana")))
+                        filter=SearchFilter(caller=Principal(tenant=TENANT, user="ana")))
     cited = next(h for h in hits if h.text == FACTS[0])
     handle = recorder.start(CITED_QUESTION, tenant=TENANT, user="ana",
                             conversation_id="conv-cited", consent=True)
@@ -212,9 +214,9 @@ async def test_chats_to_validated_exports_in_every_format(vllm_engine, real_embe
     rag = {}
     for key, question in (("pii", PII_QUESTION), ("corrected", "When does the mistral blow?"),
                           ("disliked", "What is due in May?")):
-        events = await _collect(assistant.stream_answer(
+        events = await _collect(assistant.stream_answer(*ask(
             question, tenant=TENANT, user="ana", conversation_id=f"conv-{key}", consent=True,
-            options=OPTIONS))
+            options=OPTIONS)))
         assert events[-1].type == "done", events[-1]
         rag[key] = str(events[-1].trace_id)
     await _recorded_cited_chat(store, real_embedder, recorder)
@@ -229,18 +231,18 @@ async def test_chats_to_validated_exports_in_every_format(vllm_engine, real_embe
 
     # Concurrent load: every chat stores exactly one trace.
     load = 8
-    results = await asyncio.gather(*(_collect(assistant.stream_answer(
+    results = await asyncio.gather(*(_collect(assistant.stream_answer(*ask(
         f"Load question {i}: what does fact number {i % 2 + 1} say?", tenant=TENANT,
-        user="bob", conversation_id=f"load-{i}", consent=True, options=OPTIONS))
+        user="bob", conversation_id=f"load-{i}", consent=True, options=OPTIONS)))
         for i in range(load)))
     assert all(r[-1].type == "done" for r in results)
 
     # An engine failure mid-answer: an error trace with the partial output.
     broken = Assistant(FailingEngine(vllm_engine, after=3), store, real_embedder, recorder,
                        settings)
-    failed = await _collect(broken.stream_answer("Tell me about fact number 1.",
+    failed = await _collect(broken.stream_answer(*ask("Tell me about fact number 1.",
                                                  tenant=TENANT, consent=True,
-                                                 options=OPTIONS))
+                                                 options=OPTIONS)))
     assert failed[-1].type == "error"
     partial = "".join(e.text or "" for e in failed if e.type == "delta")
     assert partial

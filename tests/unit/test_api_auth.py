@@ -26,11 +26,11 @@ from api.services import Services
 from assistant.service import Assistant
 from assistant.testing import ConstantEmbedder, ScriptedEngine, StaticStore, make_hit
 from ingest.models import Document, Job
-from retrieval.store import Caller
 from sirocco.auth.keys import create_key, ensure_bootstrap_admin, list_keys
 from sirocco.auth.models import ApiKey
 from sirocco.db import Base, make_engine, make_session_factory, session_scope
 from sirocco.errors import RateLimitedError
+from sirocco.principal import Principal
 from sirocco.redis_fallback import RedisFallback
 from sirocco.settings import Settings
 from traces.recorder import TraceRecorder
@@ -186,7 +186,7 @@ async def test_the_keys_user_groups_and_tenant_filter_retrieval(app, factory, st
             "model": "scripted-model", "messages": [{"role": "user", "content": "q"}]})
         assert r.status_code == 200, r.text
     assert [s["filter"].caller for s in store.searches] == [
-        Caller(tenant="acme", user="ana", groups=("eng", "hr"))] * 2
+        Principal(tenant="acme", user="ana", groups=("eng", "hr"))] * 2
 
 
 async def test_other_tenants_documents_jobs_and_traces_do_not_leak(app, factory) -> None:

@@ -111,7 +111,7 @@ async def test_unexpected_failure_after_first_byte_is_an_opaque_error_event(
     factory, settings
 ) -> None:
     class BrokenAssistant:
-        async def stream_answer(self, question: str, **_: Any) -> AsyncIterator[AnswerEvent]:
+        async def stream_answer(self, request: Any, principal: Any) -> AsyncIterator[AnswerEvent]:
             yield AnswerEvent(type="delta", text="ok so far")
             raise KeyError("secret internal detail")
 

@@ -19,6 +19,7 @@ from assistant.service import Assistant
 from assistant.testing import ConstantEmbedder, ScriptedEngine, StaticStore, make_hit
 from sirocco.auth.keys import create_key
 from sirocco.db import Base, make_engine, make_session_factory, session_scope
+from sirocco.principal import Principal
 from sirocco.settings import Settings
 from sirocco.types import ToolCall
 from traces.recorder import TraceRecorder
@@ -156,8 +157,7 @@ async def test_native_chat_runs_requested_server_tools(settings, factory) -> Non
 def test_list_sources_counts_only_documents_the_caller_may_see(factory) -> None:
     from api.catalog import source_catalog
     from ingest.models import Document, Source
-    from retrieval.store import Caller
-
+    
     with session_scope(factory) as s:
         s.add_all([Source(id="s1", tenant="acme", name="handbook", kind="folder"),
                    Source(id="s2", tenant="acme", name="payroll", kind="folder"),
@@ -171,7 +171,7 @@ def test_list_sources_counts_only_documents_the_caller_may_see(factory) -> None:
                      acl=["group:finance"]),
             Document(tenant="other", source_path="/t/1", source_id="s3", status="done")])
     listed = source_catalog(factory)
-    assert listed(Caller(tenant="acme", user="ana", groups=("hr",))) == [
+    assert listed(Principal(tenant="acme", user="ana", groups=("hr",))) == [
         {"id": "s1", "name": "handbook", "kind": "folder", "documents": 2}]
-    assert [x["name"] for x in listed(Caller(tenant="acme", groups=("finance",)))] == [
+    assert [x["name"] for x in listed(Principal(tenant="acme", groups=("finance",)))] == [
         "handbook", "payroll"]

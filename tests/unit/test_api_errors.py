@@ -26,10 +26,10 @@ class RaisingAssistant:
     def __init__(self, exc: Exception) -> None:
         self.exc = exc
 
-    async def answer(self, question: str, **_: Any) -> Any:
+    async def answer(self, request: Any, principal: Any) -> Any:
         raise self.exc
 
-    async def stream_answer(self, question: str, **_: Any) -> Any:
+    async def stream_answer(self, request: Any, principal: Any) -> Any:
         raise self.exc
         yield  # an async generator, like Assistant.stream_answer
 

@@ -11,6 +11,7 @@ from assistant.citations import (
 )
 from assistant.prompts import NOT_FOUND_ANSWER
 from assistant.schemas import Source
+from tests.answering import ask
 
 TRAVEL = ("Travel policy. Employees book economy class for flights shorter than six hours. "
           "Business class is allowed on longer flights with a manager's approval.")
@@ -123,7 +124,7 @@ async def test_the_answer_flags_an_unsupported_citation_in_response_and_trace(fa
                              "Business class needs a manager's approval [2]. Free lunch [5]."])
     assistant = Assistant(engine, store, ConstantEmbedder(), TraceRecorder(factory),
                           Settings(env="test", traces={"background": False}))
-    result = await assistant.answer("Which class do I fly?")
+    result = await assistant.answer(*ask("Which class do I fly?"))
 
     assert [(c.n, c.supported) for c in result.citations] == [(1, True), (2, False)]
     assert result.dropped_citations == [5]
@@ -150,7 +151,7 @@ async def test_the_model_saying_not_found_gets_no_citation_and_cites_no_chunk(fa
     engine = ScriptedEngine([NOT_FOUND_ANSWER])
     assistant = Assistant(engine, store, ConstantEmbedder(), TraceRecorder(factory),
                           Settings(env="test", traces={"background": False}))
-    result = await assistant.answer("Who owns the moon?")
+    result = await assistant.answer(*ask("Who owns the moon?"))
 
     assert (result.answer, result.citations) == (NOT_FOUND_ANSWER, [])
     assert [s.n for s in result.sources] == [1, 2]
@@ -174,8 +175,8 @@ async def test_a_follow_up_is_rewritten_into_a_standalone_query(factory) -> None
     history = [ChatMessage("user", "Which travel class do employees book for flights?"),
                ChatMessage("assistant", "Economy class for short flights [1].")]
     result = await Assistant(engine, store, ConstantEmbedder(), TraceRecorder(factory),
-                             Settings(env="test", traces={"background": False})).answer(
-        "And for contractors?", history=history)
+                             Settings(env="test", traces={"background": False})).answer(*ask(
+        "And for contractors?", history=history))
     assert store.searches[0]["text"] == "Which travel class do contractors book for flights?"
     assert result.query == "Which travel class do contractors book for flights?"
     # The answer itself is asked with the user's words, in the conversation.

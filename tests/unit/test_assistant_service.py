@@ -16,6 +16,7 @@ from assistant.testing import ConstantEmbedder, ScriptedEngine, StaticStore, mak
 from sirocco.db import session_scope
 from sirocco.errors import EngineError, InvalidInputError, UnavailableError
 from sirocco.settings import Settings
+from tests.answering import ask
 from traces.models import Trace
 from traces.recorder import TraceRecorder
 from traces.repository import get_trace
@@ -53,8 +54,8 @@ async def test_streams_deltas_then_done_with_mapped_citations(factory, settings)
     engine = ScriptedEngine(["Paris is the capital [2].", " It is big [1][7]."])
     store = StaticStore([make_hit(1, score=0.9), make_hit(2, score=0.8, page=4),
                          make_hit(3, score=0.7)])
-    events = await collect(make_assistant(factory, settings, engine, store).stream_answer(
-        "What is the capital?", tenant="acme", conversation_id="conv-1"))
+    events = await collect(make_assistant(factory, settings, engine, store).stream_answer(*ask(
+        "What is the capital?", tenant="acme", conversation_id="conv-1")))
 
     assert [e.type for e in events] == ["delta", "delta", "done"]
     assert [e.text for e in events[:2]] == ["Paris is the capital [2].", " It is big [1][7]."]
@@ -76,7 +77,7 @@ async def test_streams_deltas_then_done_with_mapped_citations(factory, settings)
                                                                       "acme")
     # Hybrid by default, with the question for BM25 and the caller's ACL in the filter.
     assert (search["mode"], search["text"]) == ("hybrid", "What is the capital?")
-    assert search["filter"].caller.principals() == ["*"]
+    assert search["filter"].caller.acl_entries() == ["*"]
     assert engine.options[0].max_tokens == 64
 
     trace = load_trace(factory, done.trace_id)
@@ -98,7 +99,7 @@ async def test_streams_deltas_then_done_with_mapped_citations(factory, settings)
 async def test_prompt_numbers_the_sources_with_title_and_text(factory, settings) -> None:
     engine = ScriptedEngine()
     store = StaticStore([make_hit(1), make_hit(2, title="Handbook")])
-    await collect(make_assistant(factory, settings, engine, store).stream_answer("Q?"))
+    await collect(make_assistant(factory, settings, engine, store).stream_answer(*ask("Q?")))
     system, user = engine.calls[0]
     assert system.role == "system" and "only from the numbered sources" in system.content
     assert "[1] or [2]" in system.content
@@ -111,7 +112,8 @@ async def test_prompt_numbers_the_sources_with_title_and_text(factory, settings)
 async def test_uncited_answer_is_attributed_to_the_top_source(factory, settings) -> None:
     engine = ScriptedEngine(["No markers here, and [0] [4] [99] are not sources."])
     store = StaticStore([make_hit(1), make_hit(2), make_hit(3)])
-    events = await collect(make_assistant(factory, settings, engine, store).stream_answer("q"))
+    assistant = make_assistant(factory, settings, engine, store)
+    events = await collect(assistant.stream_answer(*ask("q")))
     done = events[-1]
     assert [(c.n, c.inferred) for c in done.citations] == [(1, True)]
     assert [s.n for s in done.sources] == [1, 2, 3]
@@ -128,7 +130,7 @@ async def test_uncited_answer_is_attributed_to_the_top_source(factory, settings)
 async def test_nothing_retrieved_answers_without_the_engine(factory, settings, hits) -> None:
     engine = ScriptedEngine()
     events = await collect(make_assistant(factory, settings, engine, StaticStore(hits))
-                           .stream_answer("q"))
+                           .stream_answer(*ask("q")))
     assert engine.calls == []
     assert [(e.type, e.text) for e in events[:-1]] == [("delta", NOT_FOUND_ANSWER)]
     done = events[-1]
@@ -141,7 +143,7 @@ async def test_nothing_retrieved_answers_without_the_engine(factory, settings, h
 async def test_engine_error_mid_stream_ends_with_error_event(factory, settings) -> None:
     engine = ScriptedEngine(["Partial ", "answer", " never sent"], fail_at=2)
     events = await collect(make_assistant(factory, settings, engine, StaticStore([make_hit(1)]))
-                           .stream_answer("q"))
+                           .stream_answer(*ask("q")))
     assert [e.type for e in events] == ["delta", "delta", "error"]
     error = events[-1]
     assert error.message == "the language model failed while generating the answer"
@@ -156,7 +158,7 @@ async def test_engine_error_mid_stream_ends_with_error_event(factory, settings) 
 async def test_domain_engine_error_keeps_its_message(factory, settings) -> None:
     engine = ScriptedEngine(["a", "b"], fail_at=1, error=EngineError("the model is overloaded"))
     events = await collect(make_assistant(factory, settings, engine, StaticStore([make_hit(1)]))
-                           .stream_answer("q"))
+                           .stream_answer(*ask("q")))
     assert (events[-1].type, events[-1].message) == ("error", "the model is overloaded")
 
 
@@ -164,7 +166,7 @@ async def test_engine_error_before_any_output_is_raised(factory, settings) -> No
     engine = ScriptedEngine(["never"], fail_at=0)
     assistant = make_assistant(factory, settings, engine, StaticStore([make_hit(1)]))
     with pytest.raises(EngineError, match="the language model failed while generating"):
-        await collect(assistant.stream_answer("q"))
+        await collect(assistant.stream_answer(*ask("q")))
     trace = only_trace(factory)
     assert (trace.status, trace.answer, trace.error) == (
         "error", "", "RuntimeError: engine exploded")
@@ -178,7 +180,7 @@ async def test_search_failure_is_raised_as_unavailable(factory, settings) -> Non
     engine = ScriptedEngine()
     assistant = make_assistant(factory, settings, engine, DownStore())
     with pytest.raises(UnavailableError, match="searching the indexed documents failed"):
-        await collect(assistant.stream_answer("q"))
+        await collect(assistant.stream_answer(*ask("q")))
     assert engine.calls == []
     trace = only_trace(factory)
     assert (trace.status, trace.error) == ("error", "ConnectionError: qdrant refused")
@@ -186,8 +188,8 @@ async def test_search_failure_is_raised_as_unavailable(factory, settings) -> Non
 
 async def test_closing_the_stream_aborts_generation_and_keeps_the_trace(factory, settings) -> None:
     engine = ScriptedEngine([f"t{i} " for i in range(50)])
-    events = make_assistant(factory, settings, engine, StaticStore([make_hit(1)])).stream_answer(
-        "q")
+    assistant = make_assistant(factory, settings, engine, StaticStore([make_hit(1)]))
+    events = assistant.stream_answer(*ask("q"))
     first = await anext(events)
     second = await anext(events)
     await events.aclose()
@@ -202,16 +204,16 @@ async def test_bad_input_is_refused_before_any_work(factory, settings) -> None:
     engine, store = ScriptedEngine(), StaticStore([make_hit(1)])
     assistant = make_assistant(factory, settings, engine, store)
     with pytest.raises(InvalidInputError, match="the question is empty"):
-        await collect(assistant.stream_answer("   "))
+        await collect(assistant.stream_answer(*ask("   ")))
     with pytest.raises(InvalidInputError, match="top_k must be between 1 and 50, got 51"):
-        await collect(assistant.stream_answer("q", top_k=51))
+        await collect(assistant.stream_answer(*ask("q", top_k=51)))
     assert store.searches == []
 
 
 async def test_answer_collects_the_stream(factory, settings) -> None:
     engine = ScriptedEngine(["It is ", "blue [1]."])
-    result = await make_assistant(factory, settings, engine, StaticStore([make_hit(1)])).answer(
-        "colour?", top_k=1)
+    assistant = make_assistant(factory, settings, engine, StaticStore([make_hit(1)]))
+    result = await assistant.answer(*ask("colour?", top_k=1))
     assert result.answer == "It is blue [1]."
     assert [(c.n, c.inferred) for c in result.citations] == [(1, False)]
     assert load_trace(factory, result.trace_id).answer == "It is blue [1]."
@@ -221,7 +223,7 @@ async def test_answer_raises_when_generation_fails_midway(factory, settings) -> 
     engine = ScriptedEngine(["It is ", "blue"], fail_at=1)
     assistant = make_assistant(factory, settings, engine, StaticStore([make_hit(1)]))
     with pytest.raises(EngineError, match="the language model failed while generating"):
-        await assistant.answer("colour?")
+        await assistant.answer(*ask("colour?"))
     assert only_trace(factory).answer == "It is "
 
 
@@ -236,6 +238,6 @@ async def test_a_reranker_rescores_more_candidates_down_to_top_k(factory, settin
     store = StaticStore([make_hit(n, score=1.0 - n / 10) for n in range(1, 7)])
     assistant = Assistant(ScriptedEngine(["ok"]), store, ConstantEmbedder(),
                           TraceRecorder(factory), wide, reranker=Reverse())
-    done = (await collect(assistant.stream_answer("q", tenant="acme")))[-1]
+    done = (await collect(assistant.stream_answer(*ask("q", tenant="acme"))))[-1]
     assert store.searches[0]["top_k"] == 6  # candidates, not top_k
     assert [s.doc_id for s in done.sources] == ["doc-6", "doc-5", "doc-4"]

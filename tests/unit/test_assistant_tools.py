@@ -18,6 +18,7 @@ from sirocco.db import session_scope
 from sirocco.errors import InvalidInputError
 from sirocco.settings import Settings
 from sirocco.types import ToolCall
+from tests.answering import ask
 from traces.models import Trace
 from traces.recorder import TraceRecorder
 from traces.repository import get_trace
@@ -94,16 +95,16 @@ async def test_search_documents_round_trip_adds_citable_sources(factory) -> None
         return store_hits[len(store.searches) - 1]
     store.search = search  # type: ignore[method-assign]
 
-    events = await collect(assistant.stream_answer(
+    events = await collect(assistant.stream_answer(*ask(
         "What do whales eat?", tenant="acme", user="ana", groups=("staff",),
-        server_tools=["search_documents"]))
+        server_tools=["search_documents"])))
 
     assert [e.type for e in events] == ["tool_result", "delta", "done"]
     [result] = events[0].tool_calls
     assert (result["name"], result["is_error"]) == ("search_documents", False)
     assert json.loads(result["content"])["results"][0]["n"] == 2
     # The tool's search ran with the caller's ACL, whatever the model asked.
-    assert store.searches[1]["filter"].caller.principals() == ["*", "user:ana", "group:staff"]
+    assert store.searches[1]["filter"].caller.acl_entries() == ["*", "user:ana", "group:staff"]
     assert store.searches[1]["text"] == "what do whales eat"
     done = events[-1]
     assert [s.chunk_id for s in done.sources] == ["chunk-1", "chunk-2"]
@@ -124,9 +125,9 @@ async def test_a_document_cannot_make_the_model_call_a_tool_the_caller_may_not_u
     store = StaticStore([make_hit(1, text=INJECTION)])
     engine = ScriptedEngine(steps=[[call("delete_records", table="payroll")],
                                    ["I cannot do that."]])
-    events = await collect(make(factory, make_settings(), engine, store, http).stream_answer(
+    events = await collect(make(factory, make_settings(), engine, store, http).stream_answer(*ask(
         "Summarise the quarterly report", user="eve", groups=("staff",),
-        server_tools=["search_documents", "delete_records"]))
+        server_tools=["search_documents", "delete_records"])))
 
     assert http.requests == [], "the forbidden tool never ran"
     # Not even offered to the model.
@@ -151,8 +152,8 @@ async def test_a_tool_not_requested_is_refused_even_for_a_permitted_caller(facto
     http = Recorded()
     engine = ScriptedEngine(steps=[[call("delete_records", table="t")], ["ok"]])
     events = await collect(make(factory, make_settings(), engine,
-                                StaticStore([make_hit(1)]), http).stream_answer(
-        "q", groups=("dba",), server_tools=["search_documents"]))
+                                StaticStore([make_hit(1)]), http).stream_answer(*ask(
+        "q", groups=("dba",), server_tools=["search_documents"])))
     assert http.requests == []
     assert events[0].tool_calls[0]["is_error"] is True
 
@@ -161,9 +162,9 @@ async def test_http_tool_runs_with_the_callers_identity(factory) -> None:
     http = Recorded()
     engine = ScriptedEngine(steps=[[call("hr_lookup", name="Ana")], ["Ana works in HR [1]."]])
     events = await collect(make(factory, make_settings(), engine,
-                                StaticStore([make_hit(1)]), http).stream_answer(
+                                StaticStore([make_hit(1)]), http).stream_answer(*ask(
         "Who is Ana?", tenant="acme", user="bob", groups=("hr", "eng"),
-        server_tools=["hr_lookup"]))
+        server_tools=["hr_lookup"])))
     [request] = http.requests
     assert request.method == "GET" and request.url.params["name"] == "Ana"
     assert (request.headers["X-Sirocco-Tenant"], request.headers["X-Sirocco-User"],
@@ -175,8 +176,8 @@ async def test_the_loop_stops_after_max_tool_steps_and_answers_without_tools(fac
     looping = [call("search_documents", query="again")]
     engine = ScriptedEngine(["Final answer."], steps=[looping, looping, looping, looping])
     events = await collect(make(factory, make_settings(max_tool_steps=2), engine,
-                                StaticStore([make_hit(1)])).stream_answer(
-        "q", server_tools=["search_documents"]))
+                                StaticStore([make_hit(1)])).stream_answer(*ask(
+        "q", server_tools=["search_documents"])))
     assert len(engine.calls) == 3
     assert engine.tools[0] and engine.tools[1] and engine.tools[2] is None
     assert [e.type for e in events].count("tool_result") == 2
@@ -186,8 +187,8 @@ async def test_the_loop_stops_after_max_tool_steps_and_answers_without_tools(fac
 async def test_a_slow_tool_is_cut_off_by_the_tool_time_budget(factory) -> None:
     engine = ScriptedEngine(steps=[[call("hr_lookup", name="x")], ["done"]])
     events = await collect(make(factory, make_settings(max_tool_time_s=0.2), engine,
-                                StaticStore([make_hit(1)]), Recorded(delay=5)).stream_answer(
-        "q", groups=("hr",), server_tools=["hr_lookup"]))
+                                StaticStore([make_hit(1)]), Recorded(delay=5)).stream_answer(*ask(
+        "q", groups=("hr",), server_tools=["hr_lookup"])))
     content = json.loads(events[0].tool_calls[0]["content"])
     assert "timed out" in content["error"]
 
@@ -205,8 +206,8 @@ async def test_get_document_is_permission_checked_and_list_sources_uses_the_cata
                                     call("list_sources")], ["ok"]])
     assistant = Assistant(engine, store, ConstantEmbedder(), TraceRecorder(factory),
                           make_settings(), catalog=catalog)
-    events = await collect(assistant.stream_answer(
-        "q", tenant="acme", user="ana", server_tools=["get_document", "list_sources"]))
+    events = await collect(assistant.stream_answer(*ask(
+        "q", tenant="acme", user="ana", server_tools=["get_document", "list_sources"])))
     doc, sources = (e.tool_calls[0] for e in events[:2])
     assert json.loads(doc["content"])["text"] == "Secret plan."
     read = store.searches[-1]
@@ -218,21 +219,22 @@ async def test_get_document_is_permission_checked_and_list_sources_uses_the_cata
     store.hits = []
     engine = ScriptedEngine(steps=[[call("get_document", doc_id="doc-9")], ["ok"]])
     events = await collect(Assistant(engine, store, ConstantEmbedder(), TraceRecorder(factory),
-                                     make_settings()).stream_answer(
-        "q", server_tools=["get_document"], retrieve=False))
+                                     make_settings()).stream_answer(*ask(
+        "q", server_tools=["get_document"], retrieve=False)))
     assert "document 'doc-9' not found" in events[0].tool_calls[0]["content"]
 
 
 async def test_unknown_server_tool_names_are_refused_up_front(factory) -> None:
     assistant = make(factory, make_settings(), ScriptedEngine(), StaticStore([make_hit(1)]))
     with pytest.raises(InvalidInputError, match="unknown tool 'rm_rf'; valid: search_documents"):
-        await collect(assistant.stream_answer("q", server_tools=["rm_rf"]))
+        await collect(assistant.stream_answer(*ask("q", server_tools=["rm_rf"])))
 
 
 async def test_nothing_retrieved_with_tools_still_forbids_guessing(factory) -> None:
     engine = ScriptedEngine(steps=[["I could not find this in the indexed documents."]])
-    events = await collect(make(factory, make_settings(), engine, StaticStore([])).stream_answer(
-        "What is the meaning of life?", server_tools=["search_documents"]))
+    assistant = make(factory, make_settings(), engine, StaticStore([]))
+    events = await collect(assistant.stream_answer(*ask(
+        "What is the meaning of life?", server_tools=["search_documents"])))
     assert events[-1].type == "done"
     system = engine.calls[0][0]
     assert system.role == "system" and "answer only from what they return" in system.content

@@ -13,7 +13,6 @@ from jsonschema import Draft202012Validator
 from llm.tools import (
     TOOL_CALL_ID,
     Tool,
-    ToolContext,
     ToolRegistry,
     execute_tool_call,
     forced_call_schema,
@@ -21,6 +20,7 @@ from llm.tools import (
     parse_forced_calls,
 )
 from sirocco.errors import ConfigError, InvalidInputError
+from sirocco.principal import Principal
 from sirocco.types import ToolCall
 from tests.support import need_module
 
@@ -59,7 +59,7 @@ def test_specs_are_openai_tools_filtered_by_permission() -> None:
     reg = registry()
     assert [s["function"]["name"] for s in reg.specs()] == ["search", "delete_everything",
                                                             "broken"]
-    names = [s["function"]["name"] for s in reg.specs(ToolContext(user="u"))]
+    names = [s["function"]["name"] for s in reg.specs(Principal(user="u"))]
     assert names == ["search", "broken"]
     assert reg.specs()[0] == {"type": "function", "function": {
         "name": "search", "description": "Search the documents.", "parameters": SEARCH_PARAMS}}
@@ -92,7 +92,7 @@ async def test_valid_call_runs_and_answers_with_a_tool_message() -> None:
     ("search", '{"query": ', None, "arguments are not valid JSON"),
     ("search", '["x"]', None, "arguments must be a JSON object"),
     ("nope", "{}", None, "unknown tool 'nope'; available: search, delete_everything, broken"),
-    ("delete_everything", "{}", ToolContext(user="u"), "permission denied"),
+    ("delete_everything", "{}", Principal(user="u"), "permission denied"),
     ("broken", "{}", None, "tool 'broken' failed: ZeroDivisionError"),
 ])
 async def test_bad_calls_become_tool_errors_not_exceptions(name, arguments, context,
@@ -104,7 +104,7 @@ async def test_bad_calls_become_tool_errors_not_exceptions(name, arguments, cont
 
 async def test_admin_may_call_the_guarded_tool() -> None:
     result = await registry().execute(call("delete_everything", "{}"),
-                                      ToolContext(is_admin=True))
+                                      Principal(is_admin=True))
     assert (result.is_error, result.content) == (False, "deleted")
 
 

@@ -10,8 +10,9 @@ from qdrant_client import models as qm
 
 from retrieval.locking import FileLock as _FileLock
 from retrieval.qdrant_store import QdrantStore, _hit, payload, qdrant_filter
-from retrieval.store import Caller, SearchFilter, create_store, resolve_mode
+from retrieval.store import SearchFilter, create_store, resolve_mode
 from sirocco.errors import InvalidInputError, StoreBusyError
+from sirocco.principal import Principal
 from sirocco.settings import Settings
 from sirocco.types import Chunk
 
@@ -52,7 +53,7 @@ def test_filters_are_built_for_qdrant():
 
 
 def test_a_caller_always_brings_its_tenant_and_acl_into_the_filter():
-    caller = Caller(tenant="acme", user="ana", groups=("hr", "eng"))
+    caller = Principal(tenant="acme", user="ana", groups=("hr", "eng"))
     f = qdrant_filter(SearchFilter(caller=caller))
     keys = {c.key: c.match for c in f.must}
     assert keys["tenant"] == qm.MatchValue(value="acme")

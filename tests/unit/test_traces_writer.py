@@ -15,6 +15,7 @@ from assistant.service import Assistant
 from assistant.testing import ConstantEmbedder, ScriptedEngine, StaticStore, make_hit
 from sirocco.db import session_scope
 from sirocco.settings import Settings
+from tests.answering import ask
 from traces.models import ToolDefinitionSet, Trace
 from traces.recorder import TraceRecorder, hash_user
 from traces.repository import get_trace
@@ -132,7 +133,7 @@ async def test_engine_failure_mid_answer_keeps_spans_and_partial_output(factory)
     engine = ScriptedEngine(["Half ", "an answer", "never"], fail_at=2)
     assistant = Assistant(engine, StaticStore([make_hit(1, score=0.9)]), ConstantEmbedder(),
                           TraceRecorder(factory), settings)
-    events = [e async for e in assistant.stream_answer("q?", user="bob")]
+    events = [e async for e in assistant.stream_answer(*ask("q?", user="bob"))]
     assert events[-1].type == "error"
     with session_scope(factory) as session:
         trace = session.scalars(select(Trace)).one()

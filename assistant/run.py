@@ -1,0 +1,86 @@
+"""One answer in progress (``AnswerRun``: what the trace is built from), and
+the small mappings ``assistant.service`` uses to report it."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from assistant.prompts import SYSTEM_PROMPT
+from assistant.schemas import AnswerUsage, Source
+from sirocco.errors import EngineError, SiroccoError, UnavailableError
+from sirocco.types import SearchHit, Usage
+
+SNIPPET_CHARS = 300
+#: Recorded on traces: which prompt produced an answer, and which version of it
+#: (a hash of the system prompt, so an edited prompt shows up in exports).
+RAG_TEMPLATE = "rag-answer"
+PLAIN_TEMPLATE = "plain-chat"
+TEMPLATE_VERSION = hashlib.sha256(SYSTEM_PROMPT.encode()).hexdigest()[:12]
+
+
+@dataclass(slots=True)
+class AnswerRun:
+    """What one answer has produced so far: the trace is built from it."""
+
+    phase: str = "retrieval"
+    retrieved: list[dict[str, Any]] = field(default_factory=list)
+    prompt: list[dict[str, Any]] = field(default_factory=list)
+    parts: list[str] = field(default_factory=list)
+    model: str | None = None
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    tools: list[dict[str, Any]] | None = None
+    template: str | None = None
+
+    @property
+    def answer(self) -> str:
+        return "".join(self.parts)
+
+    def trace_fields(self) -> dict[str, Any]:
+        return {
+            "answer": self.answer,
+            "retrieved": self.retrieved,
+            "prompt": self.prompt,
+            "model": self.model,
+            "prompt_tokens": self.usage.prompt_tokens if self.usage else None,
+            "completion_tokens": self.usage.completion_tokens if self.usage else None,
+            "tool_calls": self.tool_calls,
+            "tools": self.tools,
+            "finish_reason": self.finish_reason,
+            "prompt_template": self.template,
+            "prompt_template_version": TEMPLATE_VERSION if self.template else None,
+        }
+
+
+def source_of(n: int, hit: SearchHit) -> Source:
+    """Source number ``n``: ``hit`` with a short snippet."""
+    snippet = " ".join(hit.text.split())
+    if len(snippet) > SNIPPET_CHARS:
+        snippet = snippet[:SNIPPET_CHARS].rstrip() + "…"
+    return Source(
+        n=n, chunk_id=hit.chunk_id, doc_id=hit.doc_id, title=hit.title, source=hit.source,
+        page=hit.page, start_char=hit.start_char, end_char=hit.end_char, snippet=snippet,
+        score=float(hit.score), chunk_ids=list(hit.covers or (hit.chunk_id,)),
+    )
+
+
+def usage_of(usage: Usage | None) -> AnswerUsage:
+    """The engine's token counts as the API reports them."""
+    if usage is None:
+        return AnswerUsage()
+    return AnswerUsage(prompt_tokens=usage.prompt_tokens,
+                       completion_tokens=usage.completion_tokens,
+                       total_tokens=usage.total_tokens)
+
+
+def domain_error(exc: Exception, phase: str) -> SiroccoError:
+    """The error a user should see; unexpected exceptions get a generic message
+    (details go to the log and the trace, not to the client)."""
+    if isinstance(exc, SiroccoError):
+        return exc
+    if phase == "generation":
+        return EngineError("the language model failed while generating the answer")
+    return UnavailableError("searching the indexed documents failed; try again later")
