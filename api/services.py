@@ -77,9 +77,9 @@ async def _close_all(closers: list[Callable[[], Any]]) -> None:
 async def build_services(settings: Settings) -> Services:
     """Open the database (migrated to head), embedder, store, LLM engine and
     Celery app described by ``settings``. Slow: starts the LLM engine."""
-    from ingest.embedder import create_embedder
+    from ingest.embedding.base import create_embedder
     from llm.engine import create_engine
-    from retrieval.store import create_store
+    from retrieval.factory import create_store
     from sirocco.db import make_engine, make_session_factory, upgrade_database
 
     closers: list[Callable[[], Any]] = []

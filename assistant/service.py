@@ -67,7 +67,7 @@ CANCELLED = "cancelled before the answer was complete"
 
 
 class QueryEmbedder(Protocol):
-    """The part of ``ingest.embedder.Embedder`` the assistant needs (structural,
+    """The part of ``ingest.embedding.base.Embedder`` the assistant needs (structural,
     so the assistant does not import ``ingest``)."""
 
     def embed_query(self, text: str) -> list[float]: ...

@@ -6,7 +6,7 @@
 
 Each backend (``SIROCCO_EMBEDDING__BACKEND``: torch fp32, onnx fp32, onnx-int8)
 embeds every document as ``title + "\\n" + text`` (cut at ``max_seq_length``
-tokens by the embedder) through ``ingest.embedder.create_embedder``, then the
+tokens by the embedder) through ``ingest.embedding.base.create_embedder``, then the
 300 test queries (their ``text`` only: ``metadata`` holds gold evidence) with
 ``embed_query``. Retrieval is exact cosine top-100 in numpy; nDCG@10 and
 Recall@100 come from ir-measures (pytrec_eval) on ``qrels/test.tsv``.
@@ -65,7 +65,7 @@ def load_scifact(data: Path, limit_docs: int | None) -> tuple[dict, dict, dict]:
 
 def build(backend: str, models_dir: Path, threads: int | None):
     """The backend's embedder, its ONNX export prepared (not timed)."""
-    from ingest.embedder import create_embedder
+    from ingest.embedding.base import create_embedder
     from sirocco.settings import Settings
 
     embedding = {"backend": backend, **({"threads": threads} if threads else {})}

@@ -60,7 +60,7 @@ def load_corpus(data: Path, limit: int | None) -> list[dict[str, str]]:
 def run_sirocco(docs: list[dict[str, str]], work: Path, threads: int | None) -> dict:
     from sqlalchemy import select
 
-    from ingest.embedder import create_embedder
+    from ingest.embedding.base import create_embedder
     from ingest.models import Document
     from ingest.pipeline import embed_staged, embedding_text, parse_document
     from ingest.service import register_files
@@ -195,7 +195,7 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not (args.data / "corpus.jsonl").is_file():
         sys.exit(f"{args.data}/corpus.jsonl not found (see ../shared/data/README.md)")
-    from ingest.tokenizer import embedding_model_dir
+    from ingest.embedding.model import embedding_model_dir
 
     docs = load_corpus(args.data, args.limit)
     work = Path(tempfile.mkdtemp(prefix="sirocco-bench-"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from ingest.formats.base import (
@@ -67,8 +68,10 @@ PARSERS: dict[str, Parser] = {
     "pptx": parse_pptx,
     "xlsx": parse_xlsx,
     "odt": parse_odt,
-    "eml": parse_eml,
-    "msg": parse_msg,
+    # Messages read their attachments with parse_bytes itself (looked up when
+    # called, so it may be defined below).
+    "eml": partial(parse_eml, parse=lambda data, **kw: parse_bytes(data, **kw)),
+    "msg": partial(parse_msg, parse=lambda data, **kw: parse_bytes(data, **kw)),
     "epub": parse_epub,
     "rtf": parse_rtf,
 }

@@ -31,7 +31,7 @@ from sqlalchemy import and_, case, delete, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ingest.chunker import chunk_document
-from ingest.embedder import Embedder
+from ingest.embedding.base import Embedder
 from ingest.formats.base import Limits
 from ingest.formats.text import atx_heading_text
 from ingest.jobs import finish_item_in
@@ -76,7 +76,7 @@ def parse_document(
     ``max_attempts`` unfinished tries).
 
     ``tokenizer`` has ``tokenizer`` (a HF fast tokenizer) and ``max_seq_length``
-    (the embedder, or ``ingest.embedder.load_chunk_tokenizer``). Transient errors
+    (the embedder, or ``ingest.embedding.base.load_chunk_tokenizer``). Transient errors
     (``UnavailableError``, database down) propagate for the caller to retry.
     Raises ``NotFoundError`` when no such document exists.
     """

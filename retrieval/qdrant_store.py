@@ -48,6 +48,7 @@ from retrieval.collections import (
     target_collection,
 )
 from retrieval.locking import FileLock
+from retrieval.qdrant_payload import floats, hit_of, index_text, payload, qdrant_filter
 from retrieval.sparse import SparseEncoder
 from retrieval.store import SearchFilter, SearchMode, resolve_mode
 from sirocco.errors import ConfigError, StoreBusyError, UnavailableError
@@ -157,7 +158,7 @@ class QdrantStore:
                 return []
             if mode == "dense":
                 response = client.query_points(
-                    self.collection, query=_floats(vector), using=DENSE, limit=top_k,
+                    self.collection, query=floats(vector), using=DENSE, limit=top_k,
                     query_filter=query_filter, with_payload=True, with_vectors=False)
             elif mode == "sparse":
                 response = client.query_points(
@@ -169,14 +170,14 @@ class QdrantStore:
                 response = client.query_points(
                     self.collection,
                     prefetch=[
-                        qm.Prefetch(query=_floats(vector), using=DENSE, limit=depth,
+                        qm.Prefetch(query=floats(vector), using=DENSE, limit=depth,
                                     filter=query_filter),
                         qm.Prefetch(query=self._sparse_query(text), using=SPARSE, limit=depth,
                                     filter=query_filter),
                     ],
                     query=self._fusion,
                     limit=top_k, with_payload=True, with_vectors=False)
-        return [_hit(p) for p in response.points]
+        return [hit_of(p) for p in response.points]
 
     def count(self, *, doc_id: str | None = None) -> int:
         """Stored chunks, of one document when ``doc_id`` is given (exact count)."""
@@ -262,7 +263,7 @@ class QdrantStore:
             indices, values = self.sparse.encode_document(index_text(c))
             out.append(qm.PointStruct(
                 id=c.id, payload=payload(c),
-                vector={DENSE: _floats(v),
+                vector={DENSE: floats(v),
                         SPARSE: qm.SparseVector(indices=indices, values=values)}))
         return out
 
@@ -351,72 +352,3 @@ class QdrantStore:
 
 
 # -- points, payloads, filters --------------------------------------------------------------
-
-
-def index_text(c: Chunk) -> str:
-    """What BM25 indexes for a chunk: its title, heading path and text."""
-    return "\n".join((c.title, *c.headings, c.text))
-
-
-def payload(c: Chunk) -> dict[str, Any]:
-    return {
-        "doc_id": c.doc_id,
-        "chunk_index": c.chunk_index,
-        "text": c.text,
-        "title": c.title,
-        "source": c.source,
-        "page": c.page,
-        "headings": list(c.headings),
-        "start_char": c.start_char,
-        "end_char": c.end_char,
-        "tenant": c.tenant,
-        "acl": list(c.acl),
-        "source_id": c.source_id,
-        "mime_type": c.mime_type,
-        "tags": list(c.tags),
-        "modified_at": c.modified_at,
-    }
-
-
-def qdrant_filter(f: SearchFilter) -> qm.Filter | None:
-    """The Qdrant filter for ``f``: every condition must hold."""
-    must: list[qm.Condition] = []
-
-    def any_of(key: str, values: Sequence[str] | None) -> None:
-        if values is not None:
-            must.append(qm.FieldCondition(key=key, match=qm.MatchAny(any=list(values))))
-
-    tenant = f.caller.tenant if f.caller is not None else f.tenant
-    if tenant is not None:
-        must.append(qm.FieldCondition(key="tenant", match=qm.MatchValue(value=tenant)))
-    if f.caller is not None:
-        any_of("acl", f.caller.acl_entries())
-    any_of("doc_id", f.doc_ids)
-    any_of("source_id", f.source_ids)
-    any_of("mime_type", f.mime_types)
-    any_of("tags", f.tags)
-    if f.modified_after is not None or f.modified_before is not None:
-        must.append(qm.FieldCondition(key="modified_at", range=qm.Range(
-            gte=f.modified_after, lte=f.modified_before)))
-    return qm.Filter(must=must) if must else None
-
-
-def _floats(v: Sequence[float] | None) -> list[float]:
-    return [float(x) for x in v or ()]
-
-
-def _hit(point: qm.ScoredPoint) -> SearchHit:
-    p = point.payload or {}
-    return SearchHit(
-        chunk_id=str(point.id),
-        doc_id=p["doc_id"],
-        chunk_index=int(p["chunk_index"]),
-        text=p.get("text", ""),
-        title=p.get("title", ""),
-        source=p.get("source", ""),
-        score=float(point.score),
-        start_char=int(p.get("start_char", 0)),
-        end_char=int(p.get("end_char", 0)),
-        page=p.get("page"),
-        headings=tuple(p.get("headings") or ()),
-    )

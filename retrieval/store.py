@@ -6,9 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from sirocco.errors import ConfigError, InvalidInputError
+from sirocco.errors import InvalidInputError
 from sirocco.principal import Principal
-from sirocco.settings import Settings
 from sirocco.types import Chunk, SearchHit
 
 SearchMode = Literal["dense", "sparse", "hybrid"]
@@ -113,12 +112,3 @@ def resolve_mode(vector: object, text: str | None, mode: SearchMode | None) -> S
     if mode in ("sparse", "hybrid") and not (text and text.strip()):
         raise InvalidInputError(f"a {mode} search needs the query text")
     return mode
-
-
-def create_store(settings: Settings) -> Store:
-    """The Qdrant adapter: server when ``qdrant.url`` is set, else local mode."""
-    from retrieval.qdrant_store import QdrantStore
-
-    if settings.qdrant.url is None and settings.qdrant_path is None:
-        raise ConfigError("set SIROCCO_QDRANT_URL or a local qdrant path")
-    return QdrantStore(settings)

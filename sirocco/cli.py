@@ -66,7 +66,7 @@ def models_prepare(
     check which dtype gives their reference answers on this machine, and build
     the embedding backend's ONNX export (so a first ingestion never pays it)."""
     _setup_logging()
-    from ingest.onnx_export import prepare_embedding_model
+    from ingest.embedding.onnx_export import prepare_embedding_model
     from llm.models import check_served_dtypes, prepare_models
 
     prepare_embedding_model(get_settings())
@@ -240,7 +240,7 @@ def up(
     # Printed this once: only its hash is stored.
     admin_key = bootstrap_admin_key(settings) if settings.auth.enabled else None
     prepare_models(settings)
-    from ingest.onnx_export import prepare_embedding_model
+    from ingest.embedding.onnx_export import prepare_embedding_model
 
     prepare_embedding_model(settings)
     # One worker per stage: parsing a large file never holds up embedding.

@@ -23,7 +23,7 @@ def product_pipeline(settings: Settings):  # type: ignore[no-untyped-def]
     """The product's chunker and embedder as the evaluation's callables:
     (chunk(doc_id, title, text), embed(chunks), embedder)."""
     from ingest.chunker import chunk_document
-    from ingest.embedder import create_embedder
+    from ingest.embedding.base import create_embedder
     from ingest.parsers import parse_bytes
     from ingest.pipeline import chunk_sizes, embedding_text
 

@@ -38,7 +38,7 @@ def rebuild(
     """Re-ingest every document into a new collection with the current settings
     (embedding model, chunking, BM25), in the background; searches keep using
     the live collection until the alias swaps when the job is done."""
-    from ingest.embedder import create_embedder
+    from ingest.embedding.base import create_embedder
     from ingest.rebuild import start_rebuild
     from sirocco.cli import _enqueue, _factory, _wait_for_job
     from sirocco.db import session_scope

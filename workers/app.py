@@ -15,6 +15,7 @@ from celery import Celery
 
 from sirocco.db import redacted_url
 from sirocco.settings import Settings
+from workers.export_tasks import register_export_tasks
 from workers.recovery import RecoveryStep
 from workers.tasks import RETRY_BACKOFF_MAX_S, queue_names, register_tasks, task_routes
 
@@ -67,7 +68,9 @@ def create_celery(settings: Settings) -> SiroccoCelery:
     )
     if broker.startswith("sqla+sqlite:"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    register_tasks(app)
+    # Every task module, from one list: they never import each other.
+    for register in (register_tasks, register_export_tasks):
+        register(app)
     app.steps["consumer"].add(RecoveryStep)
     return app
 

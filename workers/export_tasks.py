@@ -39,7 +39,7 @@ def export_traces_task(self: Task, export_id: str) -> str:
     """Run export ``export_id``; returns its final status. Not retried: a
     failed export keeps its reason on the job and can be asked for again."""
     from traces.export.jobs import execute_export
-    from workers.tasks import worker_resources
+    from workers.resources import worker_resources
 
     settings: Settings = getattr(self.app, "settings", None) or get_settings()
     factory = worker_resources(settings).session_factory

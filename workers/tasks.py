@@ -10,8 +10,6 @@ so a prefork parent never imports torch.
 from __future__ import annotations
 
 import logging
-import os
-import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -20,17 +18,12 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError as DatabaseDown
-from sqlalchemy.orm import Session, sessionmaker
 
-from ingest.embedder import Embedder, create_embedder
 from ingest.jobs import finish_item, start_item
 from ingest.pipeline import embed_staged, fail_documents, mark_document, parse_document
-from ingest.tokenizer import ChunkTokenizer, load_chunk_tokenizer
-from retrieval.store import Store, create_store
-from sirocco.db import make_engine, make_session_factory
 from sirocco.errors import NotFoundError, UnavailableError
 from sirocco.settings import Settings, get_settings
-from workers.export_tasks import register_export_tasks
+from workers.resources import worker_resources
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -57,54 +50,6 @@ def task_routes(settings: Settings) -> dict[str, dict[str, str]]:
     """Each task to its stage's queue."""
     q = queue_names(settings)
     return {PARSE_DOCUMENT: {"queue": q["parse"]}, EMBED_DOCUMENT: {"queue": q["embed"]}}
-
-
-class Resources:
-    """One worker process's heavy objects, each built on first use: a parse-only
-    worker never loads the embedding model, an embed worker never the tokenizer
-    alone."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.pid = os.getpid()
-        self.settings = settings
-        self.session_factory: sessionmaker[Session] = make_session_factory(make_engine(settings))
-        self._embedder: Embedder | None = None
-        self._store: Store | None = None
-        self._tokenizer: ChunkTokenizer | Embedder | None = None
-
-    @property
-    def embedder(self) -> Embedder:
-        if self._embedder is None:
-            self._embedder = create_embedder(self.settings)
-        return self._embedder
-
-    @property
-    def store(self) -> Store:
-        if self._store is None:
-            self._store = create_store(self.settings)
-        return self._store
-
-    @property
-    def tokenizer(self) -> ChunkTokenizer | Embedder:
-        """The embedder when loaded already (same tokenizer), else the tokenizer alone."""
-        if self._tokenizer is None:
-            self._tokenizer = self._embedder or load_chunk_tokenizer(self.settings)
-        return self._tokenizer
-
-
-_resources: dict[str, Resources] = {}
-_resources_lock = threading.Lock()
-
-
-def worker_resources(settings: Settings) -> Resources:
-    """This process's resources for ``settings``, built on first use. Never
-    shared across a fork: a child builds its own."""
-    key = settings.model_dump_json()
-    with _resources_lock:
-        res = _resources.get(key)
-        if res is None or res.pid != os.getpid():
-            res = _resources[key] = Resources(settings)
-        return res
 
 
 def _settings(task: Task) -> Settings:
@@ -223,10 +168,10 @@ def embed_document_task(self: Task, doc_id: str) -> int:
 
 
 def register_tasks(app: Celery) -> None:
-    """Register Sirocco's tasks on ``app`` (called by ``create_celery``)."""
+    """Register the ingestion tasks on ``app`` (``create_celery`` registers every
+    task module from one list, so task modules never import each other)."""
     app.task(name=PARSE_DOCUMENT, bind=True, ignore_result=True)(parse_document_task)
     app.task(name=EMBED_DOCUMENT, bind=True, ignore_result=True)(embed_document_task)
-    register_export_tasks(app)
 
 
 def enqueue_documents(

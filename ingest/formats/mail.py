@@ -10,6 +10,7 @@ import email
 import email.policy
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
@@ -31,20 +32,29 @@ class _Mail:
     attachments: list[tuple[str, bytes]] = field(default_factory=list)
 
 
-def parse_eml(data: bytes, *, name: str, stem: str, limits: Limits) -> ParsedDocument:
-    """An RFC 822 message: headers and body (text/plain preferred), then attachments."""
+#: ``parse(data, name=..., limits=...)``: reads an attachment of any format.
+#: ``ingest.parsers`` passes its own ``parse_bytes`` (injected, so this module
+#: does not import the module that imports it).
+AttachmentParser = Callable[..., ParsedDocument]
+
+
+def parse_eml(data: bytes, *, name: str, stem: str, limits: Limits,
+              parse: AttachmentParser) -> ParsedDocument:
+    """An RFC 822 message: headers and body (text/plain preferred), then
+    attachments, each read by ``parse``."""
     return _document(_read_eml(data, name=name), name=name, stem=stem, limits=limits,
-                     fmt="eml", depth=0)
+                     fmt="eml", depth=0, parse=parse)
 
 
-def parse_msg(data: bytes, *, name: str, stem: str, limits: Limits) -> ParsedDocument:
-    """An Outlook .msg message: headers and body, then attachments."""
+def parse_msg(data: bytes, *, name: str, stem: str, limits: Limits,
+              parse: AttachmentParser) -> ParsedDocument:
+    """An Outlook .msg message: headers and body, then attachments (``parse``)."""
     return _document(_read_msg(data, name=name), name=name, stem=stem, limits=limits,
-                     fmt="msg", depth=0)
+                     fmt="msg", depth=0, parse=parse)
 
 
 def _document(mail: _Mail, *, name: str, stem: str, limits: Limits, fmt: str,
-              depth: int) -> ParsedDocument:
+              depth: int, parse: AttachmentParser) -> ParsedDocument:
     head = "\n".join(f"{k}: {v}" for k, v in mail.headers.items() if v)
     sections: list[Section] = []
     main = tidy(f"{head}\n\n{mail.body}")
@@ -52,15 +62,14 @@ def _document(mail: _Mail, *, name: str, stem: str, limits: Limits, fmt: str,
         sections.append(Section(main))
     for filename, payload in mail.attachments:
         sections.extend(_attachment(payload, filename=filename, parent=name, limits=limits,
-                                    depth=depth))
+                                    depth=depth, parse=parse))
     subject = mail.headers.get("Subject", "").strip()
     return ParsedDocument(title=subject or stem, sections=tuple(sections), format=fmt)
 
 
 def _attachment(payload: bytes, *, filename: str, parent: str, limits: Limits,
-                depth: int) -> list[Section]:
+                depth: int, parse: AttachmentParser) -> list[Section]:
     from ingest.formats.detect import detect_format
-    from ingest.parsers import parse_bytes
 
     label = f"Attachment: {filename}"
     where = f"{parent} » {filename}"
@@ -73,9 +82,9 @@ def _attachment(payload: bytes, *, filename: str, parent: str, limits: Limits,
                 return []
             reader = _read_eml if fmt == "eml" else _read_msg
             doc = _document(reader(payload, name=where), name=where, stem=filename,
-                            limits=limits, fmt=fmt, depth=depth + 1)
+                            limits=limits, fmt=fmt, depth=depth + 1, parse=parse)
         else:
-            doc = parse_bytes(payload, name=where, limits=limits)
+            doc = parse(payload, name=where, limits=limits)
     except SiroccoError as exc:
         # One unreadable attachment (an image, a legacy .doc) must not sink the message.
         logger.info("attachment not indexed", extra={"file": parent, "attachment": filename,

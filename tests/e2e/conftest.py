@@ -73,7 +73,7 @@ def _free_port() -> int:
 
 
 def _ingest(env: dict[str, str], folder: Path) -> dict[str, str]:
-    from ingest.embedder import create_embedder
+    from ingest.embedding.base import create_embedder
     from ingest.pipeline import ingest_document
     from ingest.service import Access, register_files
     from retrieval.qdrant_store import QdrantStore

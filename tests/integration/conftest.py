@@ -96,7 +96,7 @@ async def vllm_engine(prepared_models, engine_settings: Settings) -> AsyncIterat
 @pytest.fixture(scope="session")
 def real_embedder(models_settings: Settings):
     """The product's embedder (all-MiniLM-L6-v2, configured backend), session-wide."""
-    from ingest.embedder import create_embedder
+    from ingest.embedding.base import create_embedder
 
     return create_embedder(models_settings)
 

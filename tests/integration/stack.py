@@ -18,7 +18,7 @@ def ingest_texts(settings: Settings, embedder, texts: dict[str, str], *,
     (else ``settings``' database is migrated)."""
     from ingest.pipeline import ingest_document
     from ingest.service import register_files
-    from retrieval.store import create_store
+    from retrieval.factory import create_store
     from sirocco.db import make_engine, make_session_factory, session_scope, upgrade_database
 
     folder = settings.data_dir / "docs"

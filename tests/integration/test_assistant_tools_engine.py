@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 import assistant.conversations  # noqa: F401  (tables created with the others)
 import ingest.models  # noqa: F401
 import sirocco.auth.models  # noqa: F401
-from ingest.embedder import create_embedder
+from ingest.embedding.base import create_embedder
 from ingest.pipeline import ingest_document
 from ingest.service import Access, register_files
 from retrieval.qdrant_store import QdrantStore

@@ -94,8 +94,8 @@ async def test_chat_answer_cites_the_ingested_document(
     from api.app import create_app
     from api.services import Services
     from assistant.service import Assistant
+    from ingest.embedding.st import SentenceTransformerEmbedder
     from ingest.service import register_files
-    from ingest.st_embedder import SentenceTransformerEmbedder
     from retrieval.qdrant_store import QdrantStore
     from traces.recorder import TraceRecorder
     from workers.app import create_celery

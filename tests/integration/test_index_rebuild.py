@@ -77,7 +77,7 @@ def test_rebuild_swaps_the_alias_while_queries_keep_working(tmp_path: Path):
         stop = threading.Event()
 
         def query() -> None:
-            from ingest.embedder import create_embedder
+            from ingest.embedding.base import create_embedder
 
             embedder = create_embedder(settings)
             vector = embedder.embed_query("north-west gusts at station 7")

@@ -35,7 +35,7 @@ if not MANIFEST:
 
 def test_shared_corpus_through_a_worker(tmp_path: Path, request: pytest.FixtureRequest):
     redis_or_skip()
-    from ingest.embedder import create_embedder
+    from ingest.embedding.base import create_embedder
 
     st = worker_stack(tmp_path, database_url(tmp_path, request), name="corpus")
     settings, env, prefix, factory = st.settings, st.env, st.prefix, st.factory

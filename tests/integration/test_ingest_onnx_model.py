@@ -65,7 +65,7 @@ def _settings(models_dir: Path, backend: str, **embedding: object) -> Settings:
 @pytest.fixture(scope="module")
 def reference(models_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """Torch (sentence-transformers) vectors of TEXTS and of one query."""
-    from ingest.embedder import create_embedder
+    from ingest.embedding.base import create_embedder
 
     torch_embedder = create_embedder(_settings(models_dir, "torch"))
     return (np.asarray(torch_embedder.embed_documents(TEXTS)),
@@ -74,14 +74,14 @@ def reference(models_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def onnx_embedder(models_dir: Path):
-    from ingest.embedder import create_embedder
+    from ingest.embedding.base import create_embedder
 
     return create_embedder(_settings(models_dir, "onnx"))
 
 
 @pytest.fixture(scope="module")
 def int8_embedder(models_dir: Path):
-    from ingest.embedder import create_embedder
+    from ingest.embedding.base import create_embedder
 
     return create_embedder(_settings(models_dir, "onnx-int8"))
 
@@ -118,7 +118,7 @@ def test_order_is_kept_across_length_sorted_batches(onnx_embedder):
 
 
 def test_text_past_max_seq_length_is_cut(models_dir: Path, onnx_embedder):
-    from ingest.embedder import create_embedder
+    from ingest.embedding.base import create_embedder
 
     long = "alpha beta gamma delta " * 200
     a, b = onnx_embedder.embed_documents([long, long + " an entirely different ending"])
@@ -138,8 +138,8 @@ def test_tokenizer_is_fast_with_offsets(onnx_embedder):
 
 
 def test_cached_export_is_reused(models_dir: Path, int8_embedder):
-    from ingest.embedder import create_embedder
-    from ingest.onnx_export import prepare_embedding_model
+    from ingest.embedding.base import create_embedder
+    from ingest.embedding.onnx_export import prepare_embedding_model
 
     settings = _settings(models_dir, "onnx-int8")
     path = prepare_embedding_model(settings)
@@ -157,7 +157,7 @@ def test_two_processes_preparing_at_once_export_once(tmp_path: Path, models_dir:
     code = (
         "import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stderr);"
         "from pathlib import Path; from sirocco.settings import Settings;"
-        "from ingest.onnx_export import prepare_embedding_model;"
+        "from ingest.embedding.onnx_export import prepare_embedding_model;"
         f"s = Settings(env='test', data_dir=Path({str(tmp_path)!r}),"
         "              embedding={'backend': 'onnx'});"
         "print(prepare_embedding_model(s))"
@@ -180,8 +180,8 @@ def test_built_bert_graph_matches_the_traced_export(
     trace is also the path for non-BERT models, so this keeps it working."""
     import onnxruntime as ort
 
-    from ingest.onnx_export import export_onnx, onnx_model_file
-    from ingest.tokenizer import embedding_model_dir
+    from ingest.embedding.model import embedding_model_dir
+    from ingest.embedding.onnx_export import export_onnx, onnx_model_file
 
     model_dir = embedding_model_dir(Settings(env="test"))
     traced = tmp_path / "traced.onnx"
@@ -200,8 +200,8 @@ def test_built_bert_graph_matches_the_traced_export(
 def test_int8_graph_keeps_only_the_outlier_side_paths_fp32(models_dir: Path, int8_embedder):
     import onnx
 
-    from ingest.onnx_bert import OUTLIER_NODE_SUFFIXES
-    from ingest.onnx_export import onnx_model_file
+    from ingest.embedding.onnx_bert import OUTLIER_NODE_SUFFIXES
+    from ingest.embedding.onnx_export import onnx_model_file
 
     path = onnx_model_file(_settings(models_dir, "onnx-int8"), quantized=True)
     graph = onnx.load(str(path), load_external_data=False).graph

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from ingest.embedding.tokenizer import load_chunk_tokenizer
 from ingest.jobs import add_items, create_job, get_report, start_item
 from ingest.models import Document
 from ingest.pipeline import parse_document
 from ingest.service import register_files
-from ingest.tokenizer import load_chunk_tokenizer
 from retrieval.qdrant_store import QdrantStore
 from sirocco.db import session_scope
 from sirocco.settings import Settings

@@ -72,7 +72,7 @@ PHRASES = {
 
 @pytest.fixture(scope="module")
 def embedder():
-    from ingest.st_embedder import SentenceTransformerEmbedder
+    from ingest.embedding.st import SentenceTransformerEmbedder
 
     return SentenceTransformerEmbedder(Settings())
 

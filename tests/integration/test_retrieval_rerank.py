@@ -24,7 +24,7 @@ def _hit(i: int, text: str) -> SearchHit:
 def test_cross_encoder_orders_hits_by_its_own_scores(tmp_path: Path):
     from sentence_transformers import CrossEncoder
 
-    from ingest.tokenizer import embedding_model_dir
+    from ingest.embedding.model import embedding_model_dir
 
     folder = tmp_path / "reranker"
     CrossEncoder(str(embedding_model_dir(Settings())), num_labels=1).save(str(folder))

@@ -19,7 +19,7 @@ def tokenizer():
     """The embedding model's own tokenizer (tokenizers only, no torch model)."""
     from transformers import AutoTokenizer
 
-    from ingest.st_embedder import bundled_model_path
+    from ingest.embedding.model import bundled_model_path
 
     return AutoTokenizer.from_pretrained(str(bundled_model_path()), local_files_only=True)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from ingest.embedder import create_embedder
-from ingest.onnx_export import prepare_embedding_model
+from ingest.embedding.base import create_embedder
+from ingest.embedding.onnx_export import prepare_embedding_model
 from sirocco.errors import ConfigError
 from sirocco.settings import EmbeddingSettings, Settings
 
@@ -109,7 +109,7 @@ def test_unsupported_pooling_is_refused(tmp_path: Path):
 
 
 def test_bert_builder_says_which_models_it_does_not_build(tmp_path: Path):
-    from ingest.onnx_bert import supports
+    from ingest.embedding.onnx_bert import supports
 
     def model(**config: object) -> Path:
         folder = tmp_path / str(len(list(tmp_path.iterdir())))

@@ -8,16 +8,18 @@ import time
 import pytest
 from qdrant_client import models as qm
 
+from retrieval.factory import create_store
 from retrieval.locking import FileLock as _FileLock
-from retrieval.qdrant_store import QdrantStore, _hit, payload, qdrant_filter
-from retrieval.store import SearchFilter, create_store, resolve_mode
+from retrieval.qdrant_payload import hit_of, payload, qdrant_filter
+from retrieval.qdrant_store import QdrantStore
+from retrieval.store import SearchFilter, resolve_mode
 from sirocco.errors import InvalidInputError, StoreBusyError
 from sirocco.principal import Principal
 from sirocco.settings import Settings
 from sirocco.types import Chunk
 
 
-def test_payload_round_trips_into_a_search_hit():
+def test_payload_round_trips_into_a_searchhit_of():
     chunk = Chunk(
         doc_id="d",
         chunk_index=3,
@@ -32,7 +34,7 @@ def test_payload_round_trips_into_a_search_hit():
     )
     body = payload(chunk)
     assert body["tenant"] == "acme" and body["doc_id"] == "d" and body["acl"] == ["*"]
-    hit = _hit(qm.ScoredPoint(id=chunk.id, version=0, score=0.5, payload=body))
+    hit = hit_of(qm.ScoredPoint(id=chunk.id, version=0, score=0.5, payload=body))
     assert (hit.chunk_id, hit.doc_id, hit.chunk_index, hit.score) == (chunk.id, "d", 3, 0.5)
     assert (hit.text, hit.title, hit.source, hit.page) == ("body", "Title", "/a.pdf", 2)
     assert (hit.headings, hit.start_char, hit.end_char) == (("A", "B"), 5, 9)

@@ -1,7 +1,7 @@
 """A BERT encoder written straight into an ONNX graph of onnxruntime's fused operators.
 
 For BERT-architecture sentence-transformers models (all-MiniLM-L6-v2, the
-bundled default, is one), ``ingest.onnx_export`` builds the graph here from the
+bundled default, is one), ``ingest.embedding.onnx_export`` builds the graph here from the
 safetensors weights instead of tracing torch: every layer is one ``Attention``
 (QKV projection, masked softmax, context), a ``MatMul`` + ``SkipLayerNormalization``,
 and the FFN as ``MatMul`` + ``BiasGelu`` + ``MatMul`` + ``SkipLayerNormalization``,
@@ -30,7 +30,7 @@ int8: 0.9950 with no split, 0.9971 with the FFN channels apart, 0.9980 with both
 computes exactly what the model computes either way.
 
 Only right-padded batches are supported: the mask becomes one length per row
-(``ingest.onnx_embedder`` pads on the right).
+(``ingest.embedding.onnx`` pads on the right).
 """
 
 from __future__ import annotations

@@ -4,10 +4,9 @@ in the embedder's tokens, but a parse worker never loads the model itself."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from sirocco.errors import ConfigError
+from ingest.embedding.model import embedding_model_dir
 from sirocco.settings import Settings
 
 
@@ -19,20 +18,6 @@ class ChunkTokenizer:
     tokenizer: Any
     #: Tokens the embedder reads per text, special tokens included.
     max_seq_length: int
-
-
-def embedding_model_dir(settings: Settings) -> Path:
-    """The configured embedding model folder, or the bundled all-MiniLM-L6-v2."""
-    from ingest.st_embedder import bundled_model_path
-
-    cfg = settings.embedding
-    path = Path(cfg.model).expanduser() if cfg.model else bundled_model_path()
-    if not path.is_dir():
-        raise ConfigError(
-            f"embedding model directory {path} does not exist; SIROCCO_EMBEDDING__MODEL "
-            "must be a local sentence-transformers model folder (no hub downloads)"
-        )
-    return path
 
 
 def load_chunk_tokenizer(settings: Settings) -> ChunkTokenizer:

@@ -6,10 +6,10 @@ The model folder (by default the bundled all-MiniLM-L6-v2) is exported into
 - ``model.onnx``: the transformer, fp32; input ids, attention mask (and token
   type ids when the model has them) in, ``last_hidden_state`` out. A BERT
   (the bundled model is one) is written directly in onnxruntime's fused
-  operators by ``ingest.onnx_bert``; any other architecture is traced with the
+  operators by ``ingest.embedding.onnx_bert``; any other architecture is traced with the
   ``torch.onnx`` exporter, then given onnxruntime's transformer fusions
   (SkipLayerNormalization, BiasGelu). Pooling and normalisation stay outside
-  the graph, in ``ingest.onnx_embedder``.
+  the graph, in ``ingest.embedding.onnx``.
 - ``model.int8.onnx``: the same graph with int8 weights (dynamic quantization).
 
 The fingerprint covers the recipe version and the model folder (path, weight
@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ingest import onnx_bert
-from ingest.tokenizer import embedding_model_dir
+from ingest.embedding.model import embedding_model_dir
 from sirocco.errors import ConfigError
 from sirocco.settings import Settings
 
@@ -196,7 +196,7 @@ def quantize_int8(src: Path, dest: Path) -> None:
     Quantized: every MatMul by a weight and every fused ``Attention`` (as
     ``QAttention``), with per-channel weight scales; activations are quantized
     per batch at run time. Kept fp32: activation-by-activation MatMuls, the
-    outlier-channel side MatMuls of ``ingest.onnx_bert``, and, in a traced graph
+    outlier-channel side MatMuls of ``ingest.embedding.onnx_bert``, and, in a traced graph
     (which has no outlier split), the FFN down-projections of the first half of
     the layers. The quality gate is retrieval: SciFact nDCG@10 within 0.005 of
     torch fp32 (bench/embed_quality.py).
@@ -223,7 +223,7 @@ def quantize_int8(src: Path, dest: Path) -> None:
     if not fused:
         # A traced graph keeps its outlier channels inside the FFN: the per-batch
         # activation scale of the down-projections is set by a few [CLS] values
-        # 4-5x the rest (see ingest.onnx_bert). Measured one layer at a time on
+        # 4-5x the rest (see ingest.embedding.onnx_bert). Measured one layer at a time on
         # 256 SciFact abstracts, layers 0-2 int8 cost 0.0005-0.0012 of mean cosine
         # to fp32 each, layers 3-5 0.0001 each; all six int8 moved SciFact
         # nDCG@10 by +0.0072 (outside the gate).

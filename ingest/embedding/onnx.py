@@ -1,7 +1,7 @@
 """Embeddings with ONNX Runtime: the ``Embedder`` port on an ONNX export of the model.
 
 Computes what the sentence-transformers model computes (its ``modules.json``:
-Transformer, Pooling, Normalize) from the graph written by ``ingest.onnx_export``:
+Transformer, Pooling, Normalize) from the graph written by ``ingest.embedding.onnx_export``:
 the same fast tokenizer and truncation, the pooling its config names (mean for
 all-MiniLM-L6-v2), then L2 normalisation. Texts are sorted by token length
 inside a call and batched by ``batch_size``, so a batch pads to similar lengths.
@@ -20,9 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from ingest.onnx_export import INSTALL_HINT, onnx_model_file
-from ingest.st_embedder import BUNDLED_MODEL_ID
-from ingest.tokenizer import embedding_model_dir
+from ingest.embedding.model import BUNDLED_MODEL_ID, embedding_model_dir
+from ingest.embedding.onnx_export import INSTALL_HINT, onnx_model_file
 from sirocco.errors import ConfigError
 from sirocco.settings import Settings
 

@@ -39,11 +39,11 @@ def create_embedder(settings: Settings) -> Embedder:
             )
     match settings.embedding.backend:
         case "torch":
-            from ingest.st_embedder import SentenceTransformerEmbedder
+            from ingest.embedding.st import SentenceTransformerEmbedder
 
             return SentenceTransformerEmbedder(settings)
         case "onnx" | "onnx-int8" as backend:
-            from ingest.onnx_embedder import OnnxEmbedder
+            from ingest.embedding.onnx import OnnxEmbedder
 
             return OnnxEmbedder(settings, quantized=backend == "onnx-int8")
         case other:

