@@ -78,7 +78,7 @@ async def build_services(settings: Settings) -> Services:
     """Open the database (migrated to head), embedder, store, LLM engine and
     Celery app described by ``settings``. Slow: starts the LLM engine."""
     from ingest.embedding.base import create_embedder
-    from llm.engine import create_engine
+    from llm.engine import create_llm_engine
     from retrieval.factory import create_store
     from sirocco.db import make_engine, make_session_factory, upgrade_database
 
@@ -95,7 +95,7 @@ async def build_services(settings: Settings) -> Services:
         await asyncio.to_thread(store.ensure_collection, embedder.dim)
 
         # In the event loop thread: the in-process engine binds to this loop.
-        engine = create_engine(settings)
+        engine = create_llm_engine(settings)
         closers.append(engine.close)
 
         recorder = TraceRecorder(

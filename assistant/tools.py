@@ -28,7 +28,7 @@ from typing import Any
 
 from llm.tools import Tool, ToolRegistry
 from retrieval.store import SearchFilter, Store
-from sirocco.errors import InvalidInputError, NotFoundError
+from sirocco.errors import InvalidInputError, NotFoundError, UnavailableError
 from sirocco.principal import Principal
 from sirocco.settings import HttpToolSettings, Settings
 from sirocco.types import SearchHit
@@ -188,7 +188,8 @@ def http_tool(config: HttpToolSettings, context: Principal, *,
             response = await client.request(config.method, config.url, headers=headers,
                                             **body)
         if response.status_code >= 400:
-            raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
+            raise UnavailableError(f"{config.name} answered HTTP {response.status_code}: "
+                                   f"{response.text[:200]}")
         try:
             return json.loads(json.dumps(response.json())[:max_chars])
         except ValueError:

@@ -2,7 +2,7 @@
 
 Three parts, one run, the bundled Mistral-architecture model, CPU:
 
-1. **Throughput.** Sirocco's engine (``llm.engine.create_engine`` ->
+1. **Throughput.** Sirocco's engine (``llm.engine.create_llm_engine`` ->
    ``VLLMEngine``, in-process ``AsyncLLM``) vs Hugging Face transformers
    ``generate`` on the same checkpoint, in the same dtype, in two ways: per
    request (a server holding one model serves the N chats one after another:
@@ -300,11 +300,11 @@ async def prefix_ttft(engine: Any, trials: int, target_tokens: int) -> tuple[lis
 
 async def in_process(args: argparse.Namespace) -> dict[str, Any]:
     """Parts 1 and 3 on the in-process engine (prefix caching on, then off)."""
-    from llm.engine import create_engine
+    from llm.engine import create_llm_engine
 
     out: dict[str, Any] = {}
     if not args.skip_throughput or not args.skip_prefix:
-        engine = create_engine(settings_for(prefix_caching=True))
+        engine = create_llm_engine(settings_for(prefix_caching=True))
         try:
             if not args.skip_throughput:
                 out["engine"] = await engine_chats(engine, args.chats, args.max_tokens)
@@ -313,7 +313,7 @@ async def in_process(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             await engine.close()
     if not args.skip_prefix:
-        engine = create_engine(settings_for(prefix_caching=False))
+        engine = create_llm_engine(settings_for(prefix_caching=False))
         try:
             out["prefix_off"] = await prefix_ttft(engine, args.trials, args.prefix_tokens)
         finally:

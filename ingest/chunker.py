@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ingest.parsers import ParsedDocument
+from sirocco.errors import ConfigError
 from sirocco.types import Chunk
 
 #: Maps a text to the (start, end) character span of each of its tokens.
@@ -39,7 +40,7 @@ def regex_token_spans(text: str) -> list[tuple[int, int]]:
 def hf_token_spans(tokenizer: Any) -> TokenSpans:
     """Token spans from a Hugging Face *fast* tokenizer (offset mapping)."""
     if not getattr(tokenizer, "is_fast", False):
-        raise ValueError(
+        raise ConfigError(
             f"{type(tokenizer).__name__} is not a fast tokenizer; offsets need one "
             "(a model directory with tokenizer.json)"
         )
@@ -73,9 +74,9 @@ def chunk_document(
     ``tokenizer`` is a Hugging Face fast tokenizer (the embedder's), a
     ``TokenSpans`` callable, or None for word-level counting."""
     if chunk_tokens < 1:
-        raise ValueError(f"chunk_tokens must be at least 1, got {chunk_tokens}")
+        raise ConfigError(f"chunk_tokens must be at least 1, got {chunk_tokens}")
     if not 0 <= overlap_tokens < chunk_tokens:
-        raise ValueError(
+        raise ConfigError(
             f"overlap_tokens must be in [0, chunk_tokens={chunk_tokens}), got {overlap_tokens}"
         )
     if tokenizer is None:

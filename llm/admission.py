@@ -24,7 +24,7 @@ from typing import TypeVar
 import redis.asyncio
 
 from llm.tenant_slots import Lease, LocalTenantSlots, RedisTenantSlots, TenantSlots
-from sirocco.errors import OverloadedError
+from sirocco.errors import ConfigError, OverloadedError
 from sirocco.redis_fallback import SOCKET_TIMEOUT_S
 from sirocco.settings import Settings
 
@@ -67,7 +67,7 @@ class GenerationLimiter:
                  max_per_tenant: int | None = None,
                  tenant_slots: TenantSlots | None = None) -> None:
         if max_inflight < 1:
-            raise ValueError(f"max_inflight must be >= 1, got {max_inflight}")
+            raise ConfigError(f"llm.max_inflight must be >= 1, got {max_inflight}")
         self.max_inflight = max_inflight
         self.retry_after_s = retry_after_s
         self.max_per_tenant = max_per_tenant or None

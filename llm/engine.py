@@ -46,7 +46,7 @@ class Engine(Protocol):
         ...
 
 
-def create_engine(settings: Settings) -> Engine:
+def create_llm_engine(settings: Settings) -> Engine:
     """Build the engine chosen by ``settings.llm.provider`` (starts it: slow)."""
     match settings.llm.provider:
         case "vllm":

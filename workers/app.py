@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from celery import Celery
 
 from sirocco.db import redacted_url
+from sirocco.errors import ConfigError
 from sirocco.settings import Settings
 from workers.export_tasks import register_export_tasks
 from workers.recovery import RecoveryStep
@@ -125,7 +126,7 @@ def run_worker(
     names = queue_names(settings)
     unknown = sorted(set(stages or ()) - set(names))
     if unknown:
-        raise ValueError(f"unknown stage(s) {unknown}; valid: {sorted(names)}")
+        raise ConfigError(f"unknown stage(s) {unknown}; valid: {sorted(names)}")
     queues = [names[s] for s in (stages or names)]
     argv = [
         "worker",

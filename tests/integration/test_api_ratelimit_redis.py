@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,13 +22,12 @@ import redis.asyncio
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.ratelimit import RedisTokenBucketLimiter
-from assistant.testing import StaticStore, make_hit
 from llm.admission import GenerationLimiter, make_generation_limiter
 from llm.tenant_slots import RedisTenantSlots
 from sirocco.db import Base, make_engine, make_session_factory
 from sirocco.errors import OverloadedError, RateLimitedError
 from sirocco.settings import Settings
-from tests.unit.test_api_auth import bearer, key, make_app
+from tests.unit.test_api_auth import bearer, key
 
 pytestmark = pytest.mark.integration
 
@@ -77,12 +77,26 @@ def factory(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
     engine.dispose()
 
 
+def limits_app(settings: Settings, factory: sessionmaker[Session]) -> Any:
+    """The API with real services around what this test asks (keys, limits,
+    /v1/models); no engine or store: nothing here generates or retrieves."""
+    from api.app import create_app
+    from api.services import Services
+    from ingest.service import register_files
+    from workers.tasks import enqueue_documents
+
+    services = Services(session_factory=factory, assistant=None,  # type: ignore[arg-type]
+                        celery_app=None, register_files=register_files,
+                        enqueue_documents=enqueue_documents)
+    return create_app(settings, services=services)
+
+
 async def test_two_apps_share_key_and_failed_key_buckets(redis_url: str, tmp_path: Path,
                                                          factory) -> None:
     settings = Settings(env="test", data_dir=tmp_path, redis={"url": redis_url},
                         auth={"rate_limit_per_minute": 6, "rate_limit_burst": 3,
                               "invalid_key_per_minute": 6, "invalid_key_burst": 2})
-    apps = [make_app(settings, factory, StaticStore([make_hit(1)])) for _ in range(2)]
+    apps = [limits_app(settings, factory) for _ in range(2)]
     ana, bo = key(factory, "ana"), key(factory, "bo")
     # An address of this run only: the failed-key bucket is keyed by it.
     address = "10." + ".".join(str(b) for b in uuid.uuid4().bytes[:3])

@@ -24,7 +24,6 @@ from api.auth import make_invalid_key_limiter, make_limiter
 from api.ratelimit import RedisTokenBucketLimiter, TokenBucketLimiter
 from api.services import Services
 from assistant.service import Assistant
-from assistant.testing import ConstantEmbedder, ScriptedEngine, StaticStore, make_hit
 from ingest.models import Document, Job
 from sirocco.auth.keys import create_key, ensure_bootstrap_admin, list_keys
 from sirocco.auth.models import ApiKey
@@ -33,6 +32,7 @@ from sirocco.errors import RateLimitedError
 from sirocco.principal import Principal
 from sirocco.redis_fallback import RedisFallback
 from sirocco.settings import Settings
+from tests.doubles import ConstantEmbedder, ScriptedEngine, StaticStore, make_hit
 from traces.recorder import TraceRecorder
 
 

@@ -16,13 +16,13 @@ import redis.asyncio
 from api.app import create_app
 from api.services import Services
 from assistant.service import Assistant
-from assistant.testing import ConstantEmbedder, ScriptedEngine, StaticStore, make_hit
 from llm.admission import GenerationLimiter, hold_while_streaming, make_generation_limiter
 from llm.tenant_slots import LocalTenantSlots, RedisTenantSlots
 from sirocco.auth.keys import create_key
 from sirocco.db import Base, make_engine, make_session_factory, session_scope
 from sirocco.errors import OverloadedError
 from sirocco.settings import Settings
+from tests.doubles import ConstantEmbedder, ScriptedEngine, StaticStore, make_hit
 from traces.recorder import TraceRecorder
 
 

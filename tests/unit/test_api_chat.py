@@ -18,9 +18,9 @@ from api.services import Services
 from assistant.prompts import NOT_FOUND_ANSWER
 from assistant.schemas import AnswerEvent
 from assistant.service import Assistant
-from assistant.testing import ConstantEmbedder, ScriptedEngine, StaticStore, make_hit
 from sirocco.db import Base, make_engine, make_session_factory, session_scope
 from sirocco.settings import Settings
+from tests.doubles import ConstantEmbedder, ScriptedEngine, StaticStore, make_hit
 from traces.models import Trace
 from traces.recorder import TraceRecorder
 

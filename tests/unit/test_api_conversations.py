@@ -16,12 +16,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.app import create_app
 from api.services import Services
 from assistant.service import Assistant
-from assistant.testing import ConstantEmbedder, ScriptedEngine, StaticStore, make_hit
 from sirocco.auth.keys import create_key
 from sirocco.db import Base, make_engine, make_session_factory, session_scope
 from sirocco.principal import Principal
 from sirocco.settings import Settings
 from sirocco.types import ToolCall
+from tests.doubles import ConstantEmbedder, ScriptedEngine, StaticStore, make_hit
 from traces.recorder import TraceRecorder
 
 

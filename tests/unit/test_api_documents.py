@@ -15,11 +15,11 @@ from api.app import create_app
 from api.documents import Intake, sanitize_filename, tenant_uploads
 from api.services import Services
 from assistant.service import Assistant
-from assistant.testing import ConstantEmbedder, ScriptedEngine, StaticStore
 from ingest.models import Document
 from sirocco.db import Base, make_engine, make_session_factory
 from sirocco.errors import DocumentTooLargeError, InvalidInputError, UnsupportedFormatError
 from sirocco.settings import Settings
+from tests.doubles import ConstantEmbedder, ScriptedEngine, StaticStore
 from traces.recorder import TraceRecorder
 
 MB = 1024 * 1024

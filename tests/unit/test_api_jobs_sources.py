@@ -13,10 +13,10 @@ import pytest
 from api.app import create_app
 from api.services import Services
 from assistant.service import Assistant
-from assistant.testing import ConstantEmbedder, ScriptedEngine, StaticStore
 from ingest.jobs import finish_item, start_item
 from ingest.service import register_files
 from sirocco.settings import Settings
+from tests.doubles import ConstantEmbedder, ScriptedEngine, StaticStore
 from traces.recorder import TraceRecorder
 
 

@@ -16,12 +16,12 @@ from api.app import create_app
 from api.documents import tenant_uploads
 from api.services import Services
 from assistant.service import Assistant
-from assistant.testing import ConstantEmbedder, ScriptedEngine, StaticStore
 from ingest.models import Document
 from ingest.service import register_files
 from sirocco.auth.keys import create_key
 from sirocco.db import Base, make_engine, make_session_factory, session_scope
 from sirocco.settings import Settings
+from tests.doubles import ConstantEmbedder, ScriptedEngine, StaticStore
 from traces.recorder import TraceRecorder
 
 BODY = b"# Payroll 2026\n\nEveryone's salary is listed here."

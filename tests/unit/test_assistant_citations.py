@@ -113,9 +113,9 @@ def test_the_not_found_answer_gets_no_inferred_citation() -> None:
 
 async def test_the_answer_flags_an_unsupported_citation_in_response_and_trace(factory) -> None:
     from assistant.service import Assistant
-    from assistant.testing import ConstantEmbedder, ScriptedEngine, StaticStore, make_hit
     from sirocco.db import session_scope
     from sirocco.settings import Settings
+    from tests.doubles import ConstantEmbedder, ScriptedEngine, StaticStore, make_hit
     from traces.recorder import TraceRecorder
     from traces.repository import get_trace
 
@@ -141,9 +141,9 @@ async def test_the_answer_flags_an_unsupported_citation_in_response_and_trace(fa
 
 async def test_the_model_saying_not_found_gets_no_citation_and_cites_no_chunk(factory) -> None:
     from assistant.service import Assistant
-    from assistant.testing import ConstantEmbedder, ScriptedEngine, StaticStore, make_hit
     from sirocco.db import session_scope
     from sirocco.settings import Settings
+    from tests.doubles import ConstantEmbedder, ScriptedEngine, StaticStore, make_hit
     from traces.recorder import TraceRecorder
     from traces.repository import get_trace
 
@@ -164,9 +164,9 @@ async def test_the_model_saying_not_found_gets_no_citation_and_cites_no_chunk(fa
 
 async def test_a_follow_up_is_rewritten_into_a_standalone_query(factory) -> None:
     from assistant.service import Assistant
-    from assistant.testing import ConstantEmbedder, ScriptedEngine, StaticStore, make_hit
     from sirocco.settings import Settings
     from sirocco.types import ChatMessage
+    from tests.doubles import ConstantEmbedder, ScriptedEngine, StaticStore, make_hit
     from traces.recorder import TraceRecorder
 
     store = StaticStore([make_hit(1, text=TRAVEL)])

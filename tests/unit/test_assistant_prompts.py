@@ -5,7 +5,7 @@ from __future__ import annotations
 from assistant.citations import cited_numbers, resolve_citations
 from assistant.prompts import SYSTEM_PROMPT, build_prompt
 from assistant.schemas import Source
-from assistant.testing import make_hit
+from tests.doubles import make_hit
 
 
 def _sources(count: int) -> list[Source]:

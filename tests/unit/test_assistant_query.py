@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from assistant.query import acceptable, fallback_query, needs_rewrite, standalone_query
-from assistant.testing import ScriptedEngine
 from sirocco.types import ChatMessage
+from tests.doubles import ScriptedEngine
 
 HISTORY = [ChatMessage("user", "What is the travel policy for flights?"),
            ChatMessage("assistant", "Economy class under six hours.")]

@@ -12,11 +12,11 @@ import ingest.models  # noqa: F401
 from assistant.prompts import NOT_FOUND_ANSWER
 from assistant.schemas import AnswerEvent
 from assistant.service import Assistant
-from assistant.testing import ConstantEmbedder, ScriptedEngine, StaticStore, make_hit
 from sirocco.db import session_scope
 from sirocco.errors import EngineError, InvalidInputError, UnavailableError
 from sirocco.settings import Settings
 from tests.answering import ask
+from tests.doubles import ConstantEmbedder, ScriptedEngine, StaticStore, make_hit
 from traces.models import Trace
 from traces.recorder import TraceRecorder
 from traces.repository import get_trace

@@ -13,12 +13,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from assistant.schemas import AnswerEvent
 from assistant.service import Assistant
-from assistant.testing import ConstantEmbedder, ScriptedEngine, StaticStore, make_hit
 from sirocco.db import session_scope
 from sirocco.errors import InvalidInputError
 from sirocco.settings import Settings
 from sirocco.types import ToolCall
 from tests.answering import ask
+from tests.doubles import ConstantEmbedder, ScriptedEngine, StaticStore, make_hit
 from traces.models import Trace
 from traces.recorder import TraceRecorder
 from traces.repository import get_trace

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sirocco.errors import UnavailableError
+from sirocco.errors import ConfigError, UnavailableError
 from sirocco.settings import Settings
 from workers.app import create_celery
 from workers.tasks import EMBED_DOCUMENT, PARSE_DOCUMENT, enqueue_documents
@@ -69,7 +69,7 @@ def test_a_worker_refuses_an_unknown_stage(tmp_path: Path):
     from workers.app import run_worker
 
     expected = r"unknown stage\(s\) \['pasre'\]; valid: \['embed', 'parse'\]"
-    with pytest.raises(ValueError, match=expected):
+    with pytest.raises(ConfigError, match=expected):
         run_worker(Settings(data_dir=tmp_path), stages=["pasre"])
 
 

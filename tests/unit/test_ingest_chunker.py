@@ -9,6 +9,7 @@ import pytest
 
 from ingest.chunker import chunk_document, hf_token_spans, regex_token_spans
 from ingest.parsers import ParsedDocument, Section, parse_file
+from sirocco.errors import ConfigError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 DOCS = ["guide.md", "latin1.txt", "page.html", "manual.pdf", "report.docx"]
@@ -170,7 +171,7 @@ def test_regex_fallback_counts_words():
 
 def test_invalid_sizes_are_refused():
     doc = ParsedDocument(title="t", sections=(Section("x"),), format="txt")
-    with pytest.raises(ValueError, match="overlap_tokens"):
+    with pytest.raises(ConfigError, match="overlap_tokens"):
         chunk_document(doc, doc_id="d", source="s", chunk_tokens=10, overlap_tokens=10)
-    with pytest.raises(ValueError, match="chunk_tokens"):
+    with pytest.raises(ConfigError, match="chunk_tokens"):
         chunk_document(doc, doc_id="d", source="s", chunk_tokens=0, overlap_tokens=0)

@@ -12,10 +12,10 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from assistant.service import Assistant
-from assistant.testing import ConstantEmbedder, ScriptedEngine, StaticStore, make_hit
 from sirocco.db import session_scope
 from sirocco.settings import Settings
 from tests.answering import ask
+from tests.doubles import ConstantEmbedder, ScriptedEngine, StaticStore, make_hit
 from traces.models import ToolDefinitionSet, Trace
 from traces.recorder import TraceRecorder, hash_user
 from traces.repository import get_trace

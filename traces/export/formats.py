@@ -30,6 +30,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from sirocco.errors import InvalidInputError
 from traces.export.examples import Example
 
 Record = dict[str, Any]
@@ -249,5 +250,6 @@ def build_records(fmt: str, examples: Sequence[Example],
         "retrieval-triplets": lambda: _triplets(examples),
     }
     if fmt not in builders:
-        raise ValueError(f"unknown format {fmt!r}; valid: {', '.join(builders)}")
+        raise InvalidInputError(f"unknown format {fmt!r}; valid: {', '.join(builders)}",
+                                param="format")
     return builders[fmt]()
