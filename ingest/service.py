@@ -6,7 +6,6 @@ Ingesting a registered document is ``ingest.pipeline``; the Celery tasks
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Iterable, Iterator
@@ -19,6 +18,7 @@ from sqlalchemy.orm import Session
 from ingest.models import Document
 from ingest.parsers import SUPPORTED_EXTENSIONS
 from sirocco.errors import NotFoundError
+from sirocco.files import file_sha256
 from sirocco.types import group_acl_entry, user_acl_entry
 
 logger = logging.getLogger(__name__)
@@ -220,12 +220,3 @@ def _walk(root: Path) -> Iterator[Path]:
                 continue
             if path.is_file():
                 yield path
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of the file's bytes, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(_HASH_BLOCK):
-            h.update(block)
-    return h.hexdigest()

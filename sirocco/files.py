@@ -11,7 +11,8 @@ import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Mapping
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +35,27 @@ def exclusive_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def build_atomic(path: Path, build: Callable[[Path], None]) -> None:
+    """Have ``build(tmp)`` write a temporary file beside ``path``, then rename
+    it into place: a reader never sees half a file, a crash (or an exception
+    from ``build``) leaves the old one and no temporary behind."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        build(tmp)
+        tmp.chmod(0o644)  # mkstemp makes it private; what we write is not secret
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename, so a
-    reader never sees half a file and a crash leaves the old one."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    """Write ``data`` to ``path`` atomically (``build_atomic``)."""
     if isinstance(data, bytes):
-        tmp.write_bytes(data)
+        build_atomic(path, lambda tmp: tmp.write_bytes(data))
     else:
-        tmp.write_text(data, encoding="utf-8")
-    os.replace(tmp, path)
+        build_atomic(path, lambda tmp: tmp.write_text(data, encoding="utf-8"))
 
 
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:

@@ -24,21 +24,18 @@ torch, transformers, onnx and onnxruntime are imported only while exporting
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ingest import onnx_bert
 from ingest.embedding.model import embedding_model_dir
 from sirocco.errors import ConfigError
+from sirocco.files import build_atomic, exclusive_lock
 from sirocco.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -86,13 +83,13 @@ def onnx_model_file(settings: Settings, *, quantized: bool) -> Path:
     if target.is_file():
         return target
     out.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(out / ".lock"):
+    with exclusive_lock(out / ".lock"):
         # Another process may have finished while this one waited for the lock.
         fp32 = out / FP32_FILE
         if not fp32.is_file():
-            _write_atomic(fp32, lambda tmp: _export_fp32(model_dir, tmp))
+            build_atomic(fp32, lambda tmp: _export_fp32(model_dir, tmp))
         if quantized and not target.is_file():
-            _write_atomic(target, lambda tmp: quantize_int8(fp32, tmp))
+            build_atomic(target, lambda tmp: quantize_int8(fp32, tmp))
     return target
 
 
@@ -310,25 +307,3 @@ def _cache_name(settings: Settings, model_dir: Path) -> str:
             digest.update(f"|{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     name = model_dir.name if settings.embedding.model else "all-MiniLM-L6-v2"
     return f"{name}-{digest.hexdigest()[:12]}"
-
-
-def _write_atomic(target: Path, build: Callable[[Path], None]) -> None:
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        build(tmp)
-        tmp.chmod(0o644)  # mkstemp makes it private; the export is not a secret
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def _exclusive_lock(path: Path) -> Iterator[None]:
-    with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)

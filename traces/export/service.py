@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from sirocco.db import session_scope, utcnow
+from sirocco.files import file_sha256
 from traces.export.dedup import deduplicate
 from traces.export.examples import Example, select_examples
 from traces.export.formats import Record, build_records
@@ -49,14 +50,6 @@ def split_groups(keys: Sequence[str], *, fraction: float, seed: int) -> set[str]
     random.Random(seed).shuffle(groups)
     n = min(len(groups) - 1, max(1, math.ceil(fraction * len(groups))))
     return set(groups[:n])
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _tokenizer_info(path: str | Path | None, tokenizer: Any) -> dict[str, Any] | None:
@@ -116,7 +109,7 @@ def run_export(request: ExportRequest, *, session_factory: sessionmaker[Session]
                 fh.write(json.dumps(record, ensure_ascii=False) + "\n")
         files[name] = {"records": len(items),
                        "conversations": len({ex.conversation_key for ex, _ in items}),
-                       "bytes": path.stat().st_size, "sha256": _sha256(path)}
+                       "bytes": path.stat().st_size, "sha256": file_sha256(path)}
     counts["records"] = len(pairs)
 
     checks = {}
