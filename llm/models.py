@@ -127,8 +127,9 @@ def prepare_models(
 def check_served_dtypes(paths: PreparedModels, cache: Path) -> dict[str, str]:
     """The dtype each bundled checkpoint is served in on this machine (checked
     against the reference answers on first call; recorded afterwards)."""
+    from llm.cpu import cpu_has_native_bf16, on_cpu
     from llm.model_check import check_bundled, load_reference
-    from llm.precision import cpu_has_native_bf16, dtype_candidates, machine_signature, on_cpu
+    from llm.precision import dtype_candidates, machine_signature
 
     cpu = on_cpu()
     return check_bundled(

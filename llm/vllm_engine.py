@@ -16,18 +16,17 @@ vllm, torch and transformers are imported lazily, so importing this module is ch
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import json
 import logging
-import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llm.precision import on_cpu, resolve_dtype
+from llm.cpu import cpu_environment
+from llm.precision import resolve_dtype
 from llm.tools import ToolChoice, forced_call_schema, parse_forced_calls
 from llm.vllm_tools import NativeToolParser, held_back, structured_outputs
 from sirocco.errors import ConfigError, EngineError, InvalidInputError
@@ -132,7 +131,7 @@ class VLLMEngine:
         logger.info("starting vLLM engine", extra={"model": args.model, "dtype": args.dtype})
         started = time.monotonic()
         try:
-            with _cpu_environment(settings):
+            with cpu_environment(settings):
                 llm = AsyncLLM.from_engine_args(args)
         except Exception as exc:
             raise EngineError(f"vLLM engine failed to start for {args.model}: {exc}") from exc
@@ -363,55 +362,6 @@ class VLLMEngine:
             "tool_parser": self._tool_parser.name if self._tool_parser else None,
             "start_seconds": round(self.start_seconds, 1),
         }
-
-
-def cpu_thread_binding(ranks: int, cpus: Sequence[int], numa_nodes: int) -> str | None:
-    """A ``VLLM_CPU_OMP_THREADS_BIND`` value giving each of ``ranks`` ranks its own
-    share of ``cpus``, or None where vLLM's "auto" copes (a NUMA node per rank).
-
-    vLLM's auto binding asserts one NUMA node per rank, so on a one-node machine
-    TP=2 does not start without an explicit binding.
-    """
-    if ranks <= 1 or numa_nodes >= ranks:
-        return None
-    cpus = sorted(cpus)
-    if len(cpus) < ranks:  # oversubscribed (a test of TP=3 on 2 cores): ranks share cores
-        return "|".join(str(cpus[rank % len(cpus)]) for rank in range(ranks))
-    per = len(cpus) // ranks
-    parts = []
-    for rank in range(ranks):
-        mine = cpus[rank * per:(rank + 1) * per]
-        contiguous = mine == list(range(mine[0], mine[-1] + 1))
-        parts.append(f"{mine[0]}-{mine[-1]}" if contiguous and len(mine) > 1
-                     else ",".join(map(str, mine)))
-    return "|".join(parts)
-
-
-@contextlib.contextmanager
-def _cpu_environment(settings: Settings) -> Iterator[None]:
-    """vLLM's CPU knobs that only exist as environment variables, set while the
-    engine starts (its processes inherit them) and restored afterwards, so a
-    later engine in this process gets its own; an exported variable wins."""
-    llm = settings.llm
-    wanted: dict[str, str] = {}
-    if on_cpu():
-        if llm.cpu_reserved_cores is not None:
-            wanted["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(llm.cpu_reserved_cores)
-        binding = llm.cpu_omp_threads_bind
-        if binding is None:
-            numa = len(list(Path("/sys/devices/system/node").glob("node[0-9]*"))) or 1
-            binding = cpu_thread_binding(llm.tensor_parallel_size,
-                                         sorted(os.sched_getaffinity(0)), numa)
-        if binding is not None:
-            wanted["VLLM_CPU_OMP_THREADS_BIND"] = binding
-    added = [name for name in wanted if name not in os.environ]
-    for name in added:
-        os.environ[name] = wanted[name]
-    try:
-        yield
-    finally:
-        for name in added:
-            os.environ.pop(name, None)
 
 
 def bundled_for_parallel(settings: Settings, *, materialize: bool = True) -> Path:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from llm.cpu import cpu_has_native_bf16, on_cpu
 from llm.model_check import (
     TIE_MARGIN,
     check_bundled,
@@ -14,13 +15,7 @@ from llm.model_check import (
     require_served_dtype,
     served_dtype,
 )
-from llm.precision import (
-    cpu_has_native_bf16,
-    dtype_candidates,
-    machine_signature,
-    on_cpu,
-    resolve_dtype,
-)
+from llm.precision import dtype_candidates, machine_signature, resolve_dtype
 from sirocco.errors import ConfigError, ModelCheckError
 from sirocco.settings import LLMSettings, Settings
 

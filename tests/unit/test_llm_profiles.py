@@ -95,7 +95,7 @@ def test_engine_info_of_a_gpu_profile_without_starting(monkeypatch, tmp_path) ->
 
 
 def test_cpu_thread_binding_splits_cores_when_numa_nodes_are_fewer_than_ranks() -> None:
-    from llm.vllm_engine import cpu_thread_binding
+    from llm.cpu import cpu_thread_binding
 
     assert cpu_thread_binding(1, [0, 1], numa_nodes=1) is None
     assert cpu_thread_binding(2, [0, 1], numa_nodes=2) is None  # vLLM's auto copes
