@@ -35,7 +35,7 @@ def source_catalog(session_factory: sessionmaker[Session]
                     select(Document.source_id, Document.acl).where(
                         Document.tenant == caller.tenant, Document.status == "done",
                         Document.source_id.is_not(None))):
-                if principals & set(acl or [EVERYONE]):
+                if source_id is not None and principals & set(acl or [EVERYONE]):
                     counts[source_id] = counts.get(source_id, 0) + 1
             return sorted(({"id": sid, "name": sources[sid].name, "kind": sources[sid].kind,
                             "documents": n} for sid, n in counts.items() if sid in sources),

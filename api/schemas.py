@@ -232,7 +232,7 @@ class JobPublic(BaseModel):
     items: list[JobItemPublic] = []
 
 
-_NAMES = Field(default_factory=list, max_length=100)
+_NAMES: Any = Field(default_factory=list, max_length=100)
 
 
 class SourceCreate(BaseModel):

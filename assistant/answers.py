@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -11,7 +11,7 @@ from assistant.schemas import AnswerEvent, AnswerResult
 from sirocco.errors import EngineError
 
 
-async def collect_answer(events: AsyncIterator[AnswerEvent]) -> AnswerResult:
+async def collect_answer(events: AsyncGenerator[AnswerEvent, None]) -> AnswerResult:
     """The whole answer from ``stream_answer``'s events; an ``error`` event (or no
     ``done``) raises ``EngineError``. Markers of sources the model never saw are
     taken out of the answer text."""

@@ -12,9 +12,10 @@ clients of ``/v1`` send their own history instead.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any
@@ -209,7 +210,7 @@ class Conversations:
             return len(traces)
 
     def history(self, conversation_id: str | None, *, owner: Principal,
-                max_messages: int) -> list[ChatMessage]:
+                max_messages: int) -> builtins.list[ChatMessage]:
         """The last turns of an existing conversation of the caller as chat messages
         (at most ``max_messages``); [] for an id the caller has not used (another
         caller's conversation of that id is another conversation)."""
@@ -226,7 +227,8 @@ class Conversations:
             return messages[-max_messages:]
 
     def add_turn(self, conversation_id: str, *, owner: Principal, question: str,
-                 answer: str, citations: list[dict[str, Any]], trace_id: str | None) -> None:
+                 answer: str, citations: builtins.list[dict[str, Any]],
+                 trace_id: str | None) -> None:
         """Append a turn, creating the conversation (titled by its first question)."""
         with session_scope(self._session_factory) as session:
             conv = self._find(session, conversation_id, owner)
@@ -241,9 +243,9 @@ class Conversations:
                 trace_id=trace_id))
             conv.updated_at = utcnow()
 
-    async def remember(self, events: AsyncIterator[AnswerEvent], *, conversation_id: str,
+    async def remember(self, events: AsyncGenerator[AnswerEvent, None], *, conversation_id: str,
                        owner: Principal, question: str
-                       ) -> AsyncIterator[AnswerEvent]:
+                       ) -> AsyncGenerator[AnswerEvent, None]:
         """Pass ``events`` through; when the answer is done, store the turn and
         name the conversation in the ``done`` event. A storage failure is logged,
         never raised: the answer was already given."""

@@ -19,7 +19,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -83,7 +83,7 @@ def _llm_attributes(run: Any, usage: Usage | None) -> dict[str, Any]:
 
 async def converse(engine: Engine, messages: list[ChatMessage], *, run: Any, handle: Any,
                    options: GenerationOptions, turns: Turns,
-                   settings: AssistantSettings) -> AsyncIterator[AnswerEvent]:
+                   settings: AssistantSettings) -> AsyncGenerator[AnswerEvent, None]:
     """Stream the answer to ``messages`` (extended in place with tool turns).
 
     ``run`` collects ``parts``, ``usage``, ``finish_reason``, ``tool_calls`` and

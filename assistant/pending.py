@@ -13,9 +13,10 @@ not decided within ``PENDING_TTL`` expires.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -156,8 +157,8 @@ class PendingCalls:
         with session_scope(self._session_factory) as session:
             return PendingCallPublic.model_validate(session.get(PendingToolCall, pending_id))
 
-    async def remember(self, events: AsyncIterator[AnswerEvent], *,
-                       owner: Principal) -> AsyncIterator[AnswerEvent]:
+    async def remember(self, events: AsyncGenerator[AnswerEvent, None], *,
+                       owner: Principal) -> AsyncGenerator[AnswerEvent, None]:
         """Pass ``events`` through, storing each ``tool_pending`` call for the
         caller and adding its ``pending_id``; the trace id comes with ``done``."""
         stored: list[str] = []
@@ -174,7 +175,7 @@ class PendingCalls:
                     await asyncio.to_thread(self._link_trace, stored, event.trace_id)
                 yield event
 
-    def _link_trace(self, ids: list[str], trace_id: str | None) -> None:
+    def _link_trace(self, ids: builtins.list[str], trace_id: str | None) -> None:
         with session_scope(self._session_factory) as session:
             for row in session.scalars(select(PendingToolCall)
                                        .where(PendingToolCall.id.in_(ids))):

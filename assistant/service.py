@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import replace
 from typing import Any, Protocol
@@ -102,7 +102,7 @@ class Assistant:
                                 catalog=catalog, transport=tool_transport)
 
     async def stream_answer(self, request: AnswerRequest, principal: Principal
-                            ) -> AsyncIterator[AnswerEvent]:
+                            ) -> AsyncGenerator[AnswerEvent, None]:
         """Stream ``delta`` (and ``tool_call`` / ``tool_result`` /
         ``tool_pending``) events, then one ``done`` (or ``error``) event.
 
@@ -226,7 +226,8 @@ class Assistant:
             "sirocco.retrieval.mode": self._settings.retrieval.mode})
         flt = replace(request.retrieval.filters or SearchFilter(), caller=principal, tenant=None)
         hits = await self._retrieve(query, top_k=k, filter=flt)
-        handle.end_span(span, **{"sirocco.retrieval.hits": len(hits)})
+        found: dict[str, Any] = {"sirocco.retrieval.hits": len(hits)}
+        handle.end_span(span, **found)
         run.retrieved = [
             {"chunk_id": h.chunk_id, "doc_id": h.doc_id, "score": float(h.score),
              "rank": rank, "text": h.text, "in_prompt": False}
@@ -236,7 +237,7 @@ class Assistant:
         return query, pack(hits)
 
     async def _not_found(self, handle: TraceHandle, run: AnswerRun
-                         ) -> AsyncIterator[AnswerEvent]:
+                         ) -> AsyncGenerator[AnswerEvent, None]:
         """Nothing to ground an answer on: say so without asking the model."""
         handle.mark_first_token()
         run.parts.append(NOT_FOUND_ANSWER)

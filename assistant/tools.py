@@ -183,10 +183,11 @@ def http_tool(config: HttpToolSettings, context: Principal, *,
         headers = {**config.headers, "X-Sirocco-Tenant": context.tenant,
                    "X-Sirocco-User": context.user or "",
                    "X-Sirocco-Groups": ",".join(context.groups)}
-        body = {"params": arguments} if config.method == "GET" else {"json": arguments}
+        get = config.method == "GET"
         async with httpx.AsyncClient(timeout=config.timeout_s, transport=transport) as client:
             response = await client.request(config.method, config.url, headers=headers,
-                                            **body)
+                                            params=arguments if get else None,
+                                            json=None if get else arguments)
         if response.status_code >= 400:
             raise UnavailableError(f"{config.name} answered HTTP {response.status_code}: "
                                    f"{response.text[:200]}")

@@ -21,7 +21,7 @@ from sqlalchemy import and_, case, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ingest.models import Document, Job, JobItem
-from sirocco.db import session_scope, utcnow
+from sirocco.db import rows_changed, session_scope, utcnow
 from sirocco.errors import InvalidInputError, NotFoundError
 
 logger = logging.getLogger(__name__)
@@ -124,12 +124,12 @@ def start_item(job_id: str, doc_id: str, *, session_factory: sessionmaker[Sessio
     already) and the job running; False when the item is no longer to be done
     (cancelled, finished, or unknown): the task must then skip the document."""
     with session_scope(session_factory) as session:
-        claimed = session.execute(
+        claimed = rows_changed(session,
             update(JobItem)
             .where(JobItem.job_id == job_id, JobItem.document_id == doc_id,
                    JobItem.state.in_(ACTIVE))
             .values(state="running", attempts=JobItem.attempts + 1, updated_at=utcnow())
-        ).rowcount
+        )
         if claimed:
             session.execute(
                 update(Job)
@@ -157,12 +157,12 @@ def finish_item_in(
     count it on the job, in the caller's transaction; a no-op for an item that
     is not running (finished twice after a redelivery)."""
     counter = _COUNTER[state]
-    moved = session.execute(
+    moved = rows_changed(session,
         update(JobItem)
         .where(JobItem.job_id == job_id, JobItem.document_id == doc_id,
                JobItem.state == "running")
         .values(state=state, error=error, updated_at=utcnow())
-    ).rowcount
+    )
     if moved:
         session.execute(
             update(Job).where(Job.id == job_id).values({counter.key: counter + 1})
@@ -219,11 +219,11 @@ def cancel_job(*, session: Session, job_id: str) -> int:
     if job.state not in ACTIVE:
         return 0
     doc_ids = queued_document_ids(session=session, job_id=job_id)
-    n = session.execute(
+    n = rows_changed(session,
         update(JobItem)
         .where(JobItem.job_id == job_id, JobItem.state == "queued")
         .values(state="cancelled", updated_at=utcnow())
-    ).rowcount
+    )
     session.execute(
         update(Document)
         .where(Document.id.in_(doc_ids), Document.status == "queued")
@@ -252,10 +252,10 @@ def cancel_items_of(doc_ids: Iterable[str], *, session: Session, error: str) -> 
         .where(JobItem.document_id.in_(ids), JobItem.state.in_(ACTIVE))
     ).all()
     for item_id, job_id in rows:
-        moved = session.execute(
+        moved = rows_changed(session,
             update(JobItem).where(JobItem.id == item_id, JobItem.state.in_(ACTIVE))
             .values(state="cancelled", error=error, updated_at=utcnow())
-        ).rowcount
+        )
         if moved:
             session.execute(update(Job).where(Job.id == job_id)
                             .values(cancelled=Job.cancelled + 1))
@@ -277,12 +277,12 @@ def retry_failed(*, session: Session, job_id: str) -> list[str]:
     doc_ids = [d for d in doc_ids if d in alive]
     if not doc_ids:
         return []
-    n = session.execute(
+    n = rows_changed(session,
         update(JobItem)
         .where(JobItem.job_id == job_id, JobItem.document_id.in_(doc_ids),
                JobItem.state == "failed")
         .values(state="queued", error=None, updated_at=utcnow())
-    ).rowcount
+    )
     session.execute(
         update(Document).where(Document.id.in_(doc_ids))
         .values(status="queued", error=None, attempts=0, updated_at=utcnow())

@@ -40,7 +40,7 @@ from ingest.parsers import parse_bytes, read_file
 from ingest.rebuild import finish_if_rebuilt
 from ingest.sources import display_path
 from retrieval.store import Store
-from sirocco.db import session_scope, utcnow
+from sirocco.db import rows_changed, session_scope, utcnow
 from sirocco.errors import InvalidInputError, NotFoundError, ParseError
 from sirocco.settings import Settings
 from sirocco.types import EVERYONE, Chunk
@@ -96,7 +96,8 @@ def parse_document(
         shown = display_path(source, session.get(Source, doc.source_id) if doc.source_id
                              else None)
         # What every chunk carries for filters and access control.
-        facts = {"acl": tuple(doc.acl or (EVERYONE,)), "tags": tuple(doc.tags or ()),
+        facts: dict[str, Any] = {"acl": tuple(doc.acl or (EVERYONE,)),
+                                 "tags": tuple(doc.tags or ()),
                  "source_id": doc.source_id}
 
     try:
@@ -253,12 +254,12 @@ def claim_batch(
             if attempts >= max_attempts(settings):
                 _give_up_embedding(session, cand, attempts)
                 continue
-            won = session.execute(
+            won = rows_changed(session,
                 update(Document).where(Document.id == cand, claimable)
                 .values(status="embedding", lease_until=now + timedelta(seconds=lease_s),
                         attempts=Document.attempts + 1)
                 .execution_options(synchronize_session=False)
-            ).rowcount
+            )
             if won:
                 claimed.append(cand)
                 total += n
@@ -306,14 +307,14 @@ def store_claimed(
     gone: list[str] = []
     with session_scope(session_factory) as session:
         for s in staged:
-            moved = session.execute(
+            moved = rows_changed(session,
                 update(Document)
                 .where(Document.id == s.document_id, Document.status == "embedding")
                 .values(status="done", error=None, title=s.title, mime_type=s.mime_type,
                         content_hash=s.content_hash, chunk_count=s.chunk_count, attempts=0,
                         lease_until=None, updated_at=utcnow())
                 .execution_options(synchronize_session=False)
-            ).rowcount
+            )
             if not moved:
                 if session.get(Document, s.document_id) is None:
                     gone.append(s.document_id)
@@ -429,7 +430,7 @@ def access_of(session: Session, doc_ids: Sequence[str]
 
 
 def _facts(access: dict[str, tuple[tuple[str, ...], tuple[str, ...]]], doc_id: str
-           ) -> dict[str, tuple[str, ...]]:
+           ) -> dict[str, Any]:
     if doc_id not in access:
         return {}
     acl, tags = access[doc_id]

@@ -155,7 +155,8 @@ def list_sources(*, session: Session, tenant: str | None = None) -> list[tuple[S
     sources = list(session.scalars(stmt))
     counts = {s.id: 0 for s in sources}
     for sid in session.scalars(select(Document.source_id).where(Document.source_id.in_(counts))):
-        counts[sid] += 1
+        if sid is not None:
+            counts[sid] += 1
     return [(s, counts[s.id]) for s in sources]
 
 

@@ -17,7 +17,7 @@ default (``llm.tenant_slots``).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import TypeVar
 
@@ -130,7 +130,8 @@ def make_generation_limiter(settings: Settings) -> GenerationLimiter:
                              max_per_tenant=cap, tenant_slots=slots)
 
 
-async def hold_while_streaming(events: AsyncIterator[T], slot: Slot) -> AsyncIterator[T]:
+async def hold_while_streaming(events: AsyncGenerator[T, None], slot: Slot
+                               ) -> AsyncGenerator[T, None]:
     """``events`` unchanged; ``slot`` is released when this stream ends or is closed."""
     try:
         async with aclosing(events):  # type: ignore[type-var]

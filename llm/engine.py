@@ -8,7 +8,7 @@ adapters: ``llm.vllm_engine.VLLMEngine`` (in-process ``AsyncLLM``) and
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any, Protocol
 
 from llm.tools import ToolChoice
@@ -29,7 +29,7 @@ class Engine(Protocol):
         tools: Sequence[dict[str, Any]] | None = None,
         tool_choice: ToolChoice | None = None,
         request_id: str | None = None,
-    ) -> AsyncIterator[EngineEvent]:
+    ) -> AsyncGenerator[EngineEvent, None]:
         """Stream the answer: text deltas, complete tool calls, then one ``finish``
         (usage; ``finish_reason="tool_calls"`` after calls). ``tool_choice``:
         "auto" (default), "none", "required" or ``{"type": "function",

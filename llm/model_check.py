@@ -195,13 +195,14 @@ def _main() -> None:
     """Subprocess entry: JSON job on stdin, answer ids on one marked stdout line."""
     job = json.loads(sys.stdin.read())
     from vllm import LLM, SamplingParams
+    from vllm.inputs import TokensPrompt
 
     llm = LLM(model=job["model"], dtype=job["dtype"], enforce_eager=True, max_model_len=1024,
               seed=0, max_num_seqs=8, kv_cache_memory_bytes=256 << 20)
     n = int(job["new_tokens"])
     params = SamplingParams(temperature=0.0, max_tokens=n, min_tokens=n, ignore_eos=True)
-    outs = llm.generate([{"prompt_token_ids": ids} for ids in job["prompt_ids"]], params,
-                        use_tqdm=False)
+    prompts = [TokensPrompt(prompt_token_ids=ids) for ids in job["prompt_ids"]]
+    outs = llm.generate(prompts, params, use_tqdm=False)
     print(_RESULT + json.dumps([list(o.outputs[0].token_ids) for o in outs]), flush=True)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -99,7 +99,7 @@ class RemoteEngine:
         tools: Sequence[dict[str, Any]] | None = None,
         tool_choice: ToolChoice | None = None,
         request_id: str | None = None,
-    ) -> AsyncIterator[EngineEvent]:
+    ) -> AsyncGenerator[EngineEvent, None]:
         """Stream text deltas, then ``tool_call`` events, then one ``finish``.
 
         Closing the iterator early closes the HTTP stream (the server aborts).

@@ -21,7 +21,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -180,7 +180,7 @@ class VLLMEngine:
         tools: Sequence[dict[str, Any]] | None = None,
         tool_choice: ToolChoice | None = None,
         request_id: str | None = None,
-    ) -> AsyncIterator[EngineEvent]:
+    ) -> AsyncGenerator[EngineEvent, None]:
         """Stream text deltas, then ``tool_call`` events, then one ``finish`` with usage.
 
         ``tool_choice`` "required" or a named tool forces a call by structured

@@ -44,7 +44,7 @@ def _patch_cpu_moe_expert_map() -> None:
         return
     cls = getattr(cpu_moe, "CPUUnquantizedExperts", None)
     original = getattr(cls, "apply", None)
-    if original is None or getattr(original, "_sirocco_patched", False):
+    if cls is None or original is None or getattr(original, "_sirocco_patched", False):
         return
 
     @functools.wraps(original)

@@ -63,10 +63,12 @@ class NativeToolParser:
         the parser's do not follow the 9-character rule."""
         from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 
-        request = ChatCompletionRequest(
-            model="sirocco", messages=[{"role": "user", "content": ""}],
-            tools=[dict(t) for t in tools], tool_choice=tool_choice or "auto")  # type: ignore[arg-type]
-        parser = self._cls(self._tokenizer, request.tools)
+        # Validated like any request vLLM's server receives (the tools become its
+        # protocol objects).
+        request = ChatCompletionRequest.model_validate({
+            "model": "sirocco", "messages": [{"role": "user", "content": ""}],
+            "tools": [dict(t) for t in tools], "tool_choice": tool_choice or "auto"})
+        parser = self._cls(self._tokenizer, list(request.tools or ()))
         info = parser.extract_tool_calls(text, request)
         if not info.tools_called:
             return text, []

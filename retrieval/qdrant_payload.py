@@ -40,6 +40,12 @@ def payload(c: Chunk) -> dict[str, Any]:
     }
 
 
+def documents_selector(doc_ids: Sequence[str]) -> qm.FilterSelector:
+    """Every point of these documents (for deletes and payload updates)."""
+    return qm.FilterSelector(filter=qm.Filter(must=[
+        qm.FieldCondition(key="doc_id", match=qm.MatchAny(any=list(doc_ids)))]))
+
+
 def qdrant_filter(f: SearchFilter) -> qm.Filter | None:
     """The Qdrant filter for ``f``: every condition must hold."""
     must: list[qm.Condition] = []

@@ -48,7 +48,14 @@ from retrieval.collections import (
     target_collection,
 )
 from retrieval.locking import FileLock
-from retrieval.qdrant_payload import floats, hit_of, index_text, payload, qdrant_filter
+from retrieval.qdrant_payload import (
+    documents_selector,
+    floats,
+    hit_of,
+    index_text,
+    payload,
+    qdrant_filter,
+)
 from retrieval.sparse import SparseEncoder
 from retrieval.store import SearchFilter, SearchMode, resolve_mode
 from sirocco.errors import ConfigError, StoreBusyError, UnavailableError
@@ -123,7 +130,7 @@ class QdrantStore:
         collection and in one being rebuilt; a missing collection is a no-op."""
         if not doc_ids:
             return
-        selector = qm.FilterSelector(filter=qdrant_filter(SearchFilter(doc_ids=list(doc_ids))))
+        selector = documents_selector(doc_ids)
         with self._client() as client:
             for name in (target_collection(client, self.collection),
                          collections.building(client, self.collection)):
@@ -314,7 +321,7 @@ class QdrantStore:
     def _delete(self, client: QdrantClient, doc_ids: Sequence[str]) -> None:
         if not doc_ids:
             return
-        selector = qm.FilterSelector(filter=qdrant_filter(SearchFilter(doc_ids=list(doc_ids))))
+        selector = documents_selector(doc_ids)
         for name in (target_collection(client, self.collection),
                      collections.building(client, self.collection)):
             if name is not None:

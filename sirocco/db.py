@@ -8,11 +8,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Executable, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from sirocco.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import CursorResult
 
 
 class Base(DeclarativeBase):
@@ -109,3 +113,9 @@ def upgrade_database(settings: Settings, *, engine: Engine | None = None,
     finally:
         if owned:
             bind.dispose()
+
+
+def rows_changed(session: Session, statement: Executable) -> int:
+    """Run an UPDATE or DELETE; the number of rows it changed (a conditional
+    UPDATE's way of saying whether it won)."""
+    return int(cast("CursorResult[Any]", session.execute(statement)).rowcount)

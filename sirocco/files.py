@@ -52,10 +52,13 @@ def build_atomic(path: Path, build: Callable[[Path], None]) -> None:
 
 def write_atomic(path: Path, data: str | bytes) -> None:
     """Write ``data`` to ``path`` atomically (``build_atomic``)."""
-    if isinstance(data, bytes):
-        build_atomic(path, lambda tmp: tmp.write_bytes(data))
-    else:
-        build_atomic(path, lambda tmp: tmp.write_text(data, encoding="utf-8"))
+    def write(tmp: Path) -> None:
+        if isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            tmp.write_text(data, encoding="utf-8")
+
+    build_atomic(path, write)
 
 
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:

@@ -12,6 +12,7 @@ does not exist. Users are known here only by their salted pseudonym
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Select
 
@@ -34,7 +35,7 @@ class TraceViewer:
         return self.reviewer or (self.user_hash is not None
                                  and trace.user_hash == self.user_hash)
 
-    def scope(self, stmt: Select[tuple[Trace]]) -> Select[tuple[Trace]]:
+    def scope(self, stmt: Select[Any]) -> Select[Any]:
         """``stmt`` narrowed to the traces this viewer may read."""
         stmt = stmt.where(Trace.tenant == self.tenant)
         if self.reviewer:

@@ -17,14 +17,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--loglevel", default="info")
     parser.add_argument("--concurrency", type=int, default=None)
     parser.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])
-    parser.add_argument("--queues", default=None, help="comma-separated queue names")
+    parser.add_argument("--stage", action="append", choices=["parse", "embed"], default=None,
+                        help="a stage to consume (repeatable; default both)")
     args = parser.parse_args(argv)
     run_worker(
         get_settings(),
         loglevel=args.loglevel,
         concurrency=args.concurrency,
         pool=args.pool,
-        queues=args.queues.split(",") if args.queues else None,
+        stages=args.stage,
     )
 
 

@@ -6,7 +6,7 @@ Errors (bad input, unknown model, missing key, overload) use OpenAI's envelope
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -43,15 +43,15 @@ def models(services: ServicesDep, settings: SettingsDep) -> ModelList:
     return list_models(settings, services.engine)
 
 
-async def _prepend(first: AnswerEvent | None,
-                   events: AsyncIterator[AnswerEvent]) -> AsyncIterator[AnswerEvent]:
+async def _prepend(first: AnswerEvent | None, events: AsyncGenerator[AnswerEvent, None]
+                   ) -> AsyncGenerator[AnswerEvent, None]:
     try:
         if first is not None:
             yield first
         async for event in events:
             yield event
     finally:
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
 
 
 @router.post(

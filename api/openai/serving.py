@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -194,7 +194,7 @@ def _tool_call(call: dict[str, str]) -> ToolCall:
                                                          arguments=call["arguments"]))
 
 
-async def complete(events: AsyncIterator[AnswerEvent], *, model: str) -> ChatCompletion:
+async def complete(events: AsyncGenerator[AnswerEvent, None], *, model: str) -> ChatCompletion:
     """A whole ``chat.completion`` from the assistant's events."""
     parts: list[str] = []
     calls: list[dict[str, str]] = []
@@ -226,12 +226,12 @@ def _chunk_bytes(chunk: ChatCompletionChunk) -> bytes:
 
 
 async def stream_chunks(
-    events: AsyncIterator[AnswerEvent],
+    events: AsyncGenerator[AnswerEvent, None],
     *,
     model: str,
     include_usage: bool,
     is_disconnected: Callable[[], Awaitable[bool]] | None = None,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """``chat.completion.chunk`` frames for the assistant's events, then
     ``[DONE]``. A failure after the first byte is sent as an OpenAI error
     object (``{"error": {...}}``) before ``[DONE]``; ``events`` is always closed."""

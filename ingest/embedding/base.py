@@ -33,9 +33,9 @@ def create_embedder(settings: Settings) -> Embedder:
     match settings.embedding.provider:
         case "sentence-transformers":
             pass
-        case other:
+        case provider:
             raise ConfigError(
-                f"unknown embedding provider {other!r}; valid: 'sentence-transformers'"
+                f"unknown embedding provider {provider!r}; valid: 'sentence-transformers'"
             )
     match settings.embedding.backend:
         case "torch":

@@ -173,7 +173,7 @@ def _pooling_mode(model_dir: Path) -> str:
 def _prompts(model_dir: Path) -> tuple[str, str]:
     """(query prompt, document prompt) as sentence-transformers would prepend them."""
     path = model_dir / "config_sentence_transformers.json"
-    prompts = {}
+    prompts: dict[str, str] = {}
     if path.is_file():
         prompts = json.loads(path.read_text(encoding="utf-8")).get("prompts") or {}
     document = next((prompts[k] for k in ("document", "passage", "corpus") if k in prompts), "")

@@ -32,7 +32,7 @@ import time
 import warnings
 from pathlib import Path
 
-from ingest import onnx_bert
+from ingest.embedding import onnx_bert
 from ingest.embedding.model import embedding_model_dir
 from sirocco.errors import ConfigError
 from sirocco.files import build_atomic, exclusive_lock

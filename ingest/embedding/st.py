@@ -36,7 +36,10 @@ class SentenceTransformerEmbedder:
         self._model = SentenceTransformer(str(path), device=cfg.device, local_files_only=True)
         self._model.max_seq_length = cfg.max_seq_length
         self._batch_size = cfg.batch_size
-        self.dim: int = int(self._model.get_embedding_dimension())
+        dim = self._model.get_embedding_dimension()
+        if not dim:
+            raise ConfigError(f"the embedding model at {path} does not say its dimension")
+        self.dim: int = int(dim)
         self.model_id: str = BUNDLED_MODEL_ID if not cfg.model else str(path.resolve())
         logger.info(
             "embedding model loaded",
@@ -51,7 +54,7 @@ class SentenceTransformerEmbedder:
     @property
     def max_seq_length(self) -> int:
         """Tokens the model reads per text, special tokens included; the rest is cut."""
-        return int(self._model.max_seq_length)
+        return int(self._model.max_seq_length or 0)
 
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         """One unit-length vector per text, in order."""

@@ -12,7 +12,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from email.message import EmailMessage
+from email.message import EmailMessage, MIMEPart
 
 from ingest.formats.base import Limits, ParsedDocument, Section, decode_text, tidy
 from ingest.formats.html import html_sections
@@ -138,11 +138,12 @@ def _header(msg: EmailMessage, key: str) -> str:
         return ""
 
 
-def _part_text(part: EmailMessage, *, name: str) -> str:
+def _part_text(part: MIMEPart, *, name: str) -> str:
     try:
         content = part.get_content()
     except (LookupError, ValueError):  # unknown charset: decode it ourselves
-        content = decode_text(part.get_payload(decode=True) or b"", name=name)
+        payload = part.get_payload(decode=True)
+        content = decode_text(payload if isinstance(payload, bytes) else b"", name=name)
     if isinstance(content, bytes):
         content = decode_text(content, name=name)
     if part.get_content_subtype() == "html":

@@ -39,7 +39,8 @@ def parse_pdf(data: bytes, *, name: str, stem: str, limits: Limits) -> ParsedDoc
             _check_pages(reader, name, limits)
             meta_title = ""
             try:
-                meta_title = ((reader.metadata or {}).get("/Title") or "").strip()
+                info: Any = reader.metadata or {}
+                meta_title = str(info.get("/Title") or "").strip()
             except Exception:  # a broken info dictionary only costs us the title
                 meta_title = ""
             for number, page in enumerate(reader.pages, start=1):

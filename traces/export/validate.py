@@ -41,7 +41,7 @@ def validate_mistral(record: dict[str, Any], *, validator: Any | None = None) ->
         if m.get("role") == "assistant" and m.get("tool_calls") and m.get("content"):
             raise RecordInvalid(f"message {i}: an assistant tool-call turn has content")
     try:
-        request = ChatCompletionRequest.model_validate(
+        request: Any = ChatCompletionRequest.model_validate(
             {"messages": messages, "tools": record.get("tools")})
         (validator or mistral_validator()).validate_request(request)
     except Exception as exc:
