@@ -64,11 +64,11 @@ def main() -> None:
     from langchain_huggingface import HuggingFaceEmbeddings
     from langchain_qdrant import QdrantVectorStore
 
+    from ingest.evaluation import embedder_tag, product_pipeline
     from ingest.pipeline import embedding_text
     from ingest.tokenizer import embedding_model_dir
     from retrieval.evaluation import MEASURES, evaluate, load_beir
     from retrieval.qdrant_store import DENSE, QdrantStore
-    from sirocco.cli_eval import embedder_tag, product_pipeline
     from sirocco.settings import Settings
 
     settings = Settings()
