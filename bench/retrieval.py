@@ -65,10 +65,10 @@ def main() -> None:
     from langchain_qdrant import QdrantVectorStore
 
     from ingest.embedding.model import embedding_model_dir
+    from ingest.evaluation import embedder_tag, product_pipeline
     from ingest.pipeline import embedding_text
     from retrieval.evaluation import MEASURES, evaluate, load_beir
     from retrieval.qdrant_store import DENSE, QdrantStore
-    from sirocco.cli_eval import embedder_tag, product_pipeline
     from sirocco.settings import Settings
 
     settings = Settings()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from sirocco.errors import InvalidInputError
 from sirocco.principal import Principal
@@ -94,6 +95,21 @@ class Store(Protocol):
 
     def finish_rebuild(self) -> str | None:
         """Swap the alias to the rebuilt collection, atomically."""
+        ...
+
+    def abandon_rebuild(self) -> str | None:
+        """Drop the collection being built (its name; None when there is none);
+        the live one is untouched."""
+        ...
+
+    def index_status(self) -> dict[str, Any]:
+        """The alias, the live collection, the one being built (or None), and
+        their point counts (``live_points``, ``building_points``)."""
+        ...
+
+    def hold(self) -> AbstractContextManager[Store]:
+        """Keep one connection open for the operations inside the block (local
+        mode: other processes wait until it ends)."""
         ...
 
     def close(self) -> None:

@@ -25,7 +25,7 @@ def test_computed_capacity_matches_the_running_engine(vllm_engine, engine_settin
 
 
 def test_engine_info_start_with_the_cpu_mixtral_profile(prepared_models, monkeypatch):
-    from sirocco.cli import app
+    from cli.main import app
     from sirocco.settings import get_settings
 
     monkeypatch.setenv("SIROCCO_DATA_DIR", str(Path(__file__).resolve().parents[2] / "var"))

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 from typer.testing import CliRunner
 
-from sirocco.cli import app
-from sirocco.cli_ask import citation_line
+from cli.ask import citation_line
+from cli.main import app
 
 CITED = {"n": 1, "title": "Travel", "source": "/d/travel.md", "page": 2,
          "inferred": False, "supported": True}

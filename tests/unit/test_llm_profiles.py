@@ -11,8 +11,8 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
+from cli.main import app
 from llm.engine_info import kv_capacity
-from sirocco.cli import app
 from sirocco.settings import LLMSettings, Settings
 
 PROFILES = Path(__file__).resolve().parents[2] / "infra" / "vllm"

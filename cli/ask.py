@@ -8,17 +8,9 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
+from cli._utils import console, fail
 from sirocco.settings import get_settings
-
-console = Console()
-err_console = Console(stderr=True)
-
-
-def _fail(message: str) -> None:
-    err_console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(code=1)
 
 
 def citation_line(citation: dict[str, Any]) -> str:
@@ -51,7 +43,7 @@ def ask(
 
     settings = get_settings()
     base = url or f"http://{settings.api.host}:{settings.api.port}"
-    done: dict | None = None
+    done: dict[str, Any] | None = None
     try:
         with httpx.stream(
             "POST",
@@ -62,7 +54,7 @@ def ask(
         ) as resp:
             if resp.status_code != 200:
                 resp.read()
-                _fail(f"server answered {resp.status_code}: {resp.text}")
+                fail(f"server answered {resp.status_code}: {resp.text}")
             for line in resp.iter_lines():
                 if not line.startswith("data: "):
                     continue
@@ -73,11 +65,11 @@ def ask(
                 if event["type"] == "delta":
                     console.print(event["text"], end="", markup=False, highlight=False)
                 elif event["type"] == "error":
-                    _fail(event.get("message", "generation failed"))
+                    fail(event.get("message", "generation failed"))
                 elif event["type"] == "done":
                     done = event
     except httpx.ConnectError:
-        _fail(f"no server at {base}; start one with `make run` or `sirocco serve`")
+        fail(f"no server at {base}; start one with `make run` or `sirocco serve`")
     console.print()
     for c in (done or {}).get("citations", []):
         console.print(citation_line(c), markup=False, highlight=False)

@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
+from cli._utils import console
 from sirocco.settings import LLMSettings, Settings, get_settings
 
 engine_app = typer.Typer(help="The LLM engine (vLLM).", no_args_is_help=True)
-console = Console()
 
 
 def settings_with_profile(settings: Settings, profile: Path | None) -> Settings:

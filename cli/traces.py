@@ -10,15 +10,17 @@ import json
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 
-from sirocco.settings import get_settings
+from cli._utils import err_console
+from sirocco.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from traces.export import ExportRequest
 
 traces_app = typer.Typer(help="Recorded traces: fine-tuning exports.", no_args_is_help=True)
-err_console = Console(stderr=True)
 
 
 @traces_app.command("export")
@@ -56,28 +58,36 @@ def export(
     """Export traces as fine-tuning data, validated, with a manifest."""
     from pydantic import ValidationError
 
-    from sirocco.db import make_engine, make_session_factory, upgrade_database
-    from sirocco.errors import SiroccoError
     from traces.export import ExportFilters, ExportOptions, ExportRequest
-    from traces.export.service import run_export
-    from workers.export_tasks import export_tokenizer_path
 
     settings = get_settings()
     try:
-        request = ExportRequest(
-            format=format,  # type: ignore[arg-type]
-            filters=ExportFilters(
-                tenant=tenant, since=since, until=until, model=model,
-                min_feedback=min_feedback, has_correction=has_correction,
-                tool_calls_only=tool_calls_only, exclude_errors=not include_errors,
-                consented_only=not all_consents, reviewed_only=reviewed_only),
-            options=ExportOptions(
-                include_context=context, scrub_pii=scrub_pii, dedup=dedup,
-                validation_fraction=validation_fraction, seed=seed, max_tokens=max_tokens))
+        filters = ExportFilters(
+            tenant=tenant, since=since, until=until, model=model,
+            min_feedback=min_feedback, has_correction=has_correction,
+            tool_calls_only=tool_calls_only, exclude_errors=not include_errors,
+            consented_only=not all_consents, reviewed_only=reviewed_only)
+        options = ExportOptions(
+            include_context=context, scrub_pii=scrub_pii, dedup=dedup,
+            validation_fraction=validation_fraction, seed=seed, max_tokens=max_tokens)
+        # Validated like a request body: pydantic checks the format name.
+        request = ExportRequest.model_validate(
+            {"format": format, "filters": filters, "options": options})
     except ValidationError as exc:
         err_console.print(f"[red]error:[/red] {exc.errors()[0]['loc'][-1]}: "
                           f"{exc.errors()[0]['msg']}")
         raise typer.Exit(2) from None
+    _run(settings, request, out)
+
+
+def _run(settings: Settings, request: ExportRequest, out: Path | None) -> None:
+    """Run the export into ``out`` (default: a new folder under the exports
+    path) and print where it went, its counts and its files as JSON."""
+    from sirocco.db import make_engine, make_session_factory, upgrade_database
+    from sirocco.errors import SiroccoError
+    from traces.export.service import run_export
+    from workers.export_tasks import export_tokenizer_path
+
     export_id = str(uuid.uuid4())
     out_dir = out or settings.exports_path / export_id
     upgrade_database(settings)

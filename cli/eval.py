@@ -1,5 +1,6 @@
 """``sirocco eval retrieval``: the retrieval evaluation on BEIR-format data,
-wired to the product's own chunker and embedder (``retrieval.evaluation``)."""
+wired to the product's own chunker and embedder (``retrieval.evaluation``,
+``ingest.evaluation``)."""
 
 from __future__ import annotations
 
@@ -7,44 +8,19 @@ import json
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from cli._utils import console, open_store
 from sirocco.settings import Settings, get_settings
 
+if TYPE_CHECKING:
+    from retrieval.evaluation import Dataset, Report
+    from retrieval.store import SearchMode
+
 eval_app = typer.Typer(help="Evaluation.", no_args_is_help=True)
-console = Console()
-
-
-def product_pipeline(settings: Settings):  # type: ignore[no-untyped-def]
-    """The product's chunker and embedder as the evaluation's callables:
-    (chunk(doc_id, title, text), embed(chunks), embedder)."""
-    from ingest.chunker import chunk_document
-    from ingest.embedding.base import create_embedder
-    from ingest.parsers import parse_bytes
-    from ingest.pipeline import chunk_sizes, embedding_text
-
-    embedder = create_embedder(settings)
-    size, overlap = chunk_sizes(settings, embedder)
-
-    def chunk(doc_id: str, title: str, text: str):  # type: ignore[no-untyped-def]
-        parsed = parse_bytes(f"# {title}\n\n{text}\n".encode(), name=f"{doc_id}.md")
-        return chunk_document(parsed, doc_id=doc_id, source=doc_id, tokenizer=embedder.tokenizer,
-                              chunk_tokens=size, overlap_tokens=overlap)
-
-    def embed(chunks):  # type: ignore[no-untyped-def]
-        return embedder.embed_documents([embedding_text(c) for c in chunks])
-
-    return chunk, embed, embedder
-
-
-def embedder_tag(embedder: Any) -> str:
-    """Which weights and export produce the vectors (a cache key part): the
-    ONNX file (its folder name carries the export's fingerprint) or the model id."""
-    return str(getattr(embedder, "model_file", "") or embedder.model_id)
 
 
 @eval_app.command("retrieval")
@@ -62,20 +38,42 @@ def eval_retrieval(
     """Index the dataset into a temporary collection, then print nDCG@10,
     Recall@100, MRR@10 and query latency per search mode; writes a JSON
     report and a PNG chart."""
-    from ingest.pipeline import chunk_sizes, embedding_text
-    from retrieval.evaluation import MEASURES, evaluate, load_beir, write_chart
-    from retrieval.qdrant_store import QdrantStore
-    from retrieval.store import SEARCH_MODES
+    from retrieval.evaluation import load_beir, write_chart
 
-    chosen = [m.strip() for m in modes.split(",") if m.strip()]
-    unknown = [m for m in chosen if m not in SEARCH_MODES]
-    if unknown or not chosen:
-        raise typer.BadParameter(f"unknown mode(s) {unknown}; valid: {', '.join(SEARCH_MODES)}")
+    chosen = _search_modes(modes)
     settings = get_settings()
     data = load_beir(dataset, split)
+    report = _evaluate(settings, data, name=dataset.name, split=split, modes=chosen, out=out,
+                       cache=cache)
+    (out / "report.json").write_text(json.dumps(report.to_json(), indent=2))
+    write_chart(report, out / "report.png")
+    _print_report(report, name=dataset.name, split=split)
+    console.print(f"report: {out / 'report.json'}, chart: {out / 'report.png'}")
+
+
+def _search_modes(modes: str) -> list[SearchMode]:
+    """The comma-separated search modes, in the order given; BadParameter
+    when one is unknown or none is given."""
+    from retrieval.store import SEARCH_MODES
+
+    known: dict[str, SearchMode] = {m: m for m in SEARCH_MODES}
+    names = [m.strip() for m in modes.split(",") if m.strip()]
+    unknown = [m for m in names if m not in known]
+    if unknown or not names:
+        raise typer.BadParameter(f"unknown mode(s) {unknown}; valid: {', '.join(SEARCH_MODES)}")
+    return [known[m] for m in names]
+
+
+def _evaluate(settings: Settings, data: Dataset, *, name: str, split: str,
+              modes: list[SearchMode], out: Path, cache: bool) -> Report:
+    """Chunk, embed and index ``data`` into a throw-away collection (on the
+    server, or in a temporary local folder) and score each mode."""
+    from ingest.evaluation import embedder_tag, product_pipeline
+    from ingest.pipeline import chunk_sizes, embedding_text
+    from retrieval.evaluation import evaluate
+
     chunk, embed, embedder = product_pipeline(settings)
     size, overlap = chunk_sizes(settings, embedder)
-
     out.mkdir(parents=True, exist_ok=True)
     backend = getattr(settings.embedding, "backend", "torch")
     with tempfile.TemporaryDirectory(prefix="sirocco-eval-") as tmp:
@@ -83,13 +81,13 @@ def eval_retrieval(
             q = settings.qdrant.model_copy(update={"collection": f"eval_{uuid.uuid4().hex[:8]}"})
         else:
             q = settings.qdrant.model_copy(update={"path": Path(tmp) / "qdrant"})
-        store = QdrantStore(settings.model_copy(update={"qdrant": q}))
+        store = open_store(settings.model_copy(update={"qdrant": q}))
         try:
             with store.hold():
-                report = evaluate(
-                    data, store, name=dataset.name, split=split, chunk=chunk, embed=embed,
-                    embed_query=embedder.embed_query, modes=chosen,  # type: ignore[arg-type]
-                    cache=out / f"vectors-{dataset.name}-{backend}.npz" if cache else None,
+                return evaluate(
+                    data, store, name=name, split=split, chunk=chunk, embed=embed,
+                    embed_query=embedder.embed_query, modes=modes,
+                    cache=out / f"vectors-{name}-{backend}.npz" if cache else None,
                     embedded_text=embedding_text, model_tag=embedder_tag(embedder),
                     settings={"embedding_model": embedder.model_id, "backend": backend,
                               "chunk_tokens": size, "overlap_tokens": overlap,
@@ -104,9 +102,13 @@ def eval_retrieval(
                 client = QdrantClient(url=settings.qdrant.url, api_key=settings.qdrant.api_key)
                 drop(client, q.collection)
             store.close()
-    (out / "report.json").write_text(json.dumps(report.to_json(), indent=2))
-    write_chart(report, out / "report.png")
-    table = Table(title=f"{dataset.name} / {split}: {report.queries} queries, "
+
+
+def _print_report(report: Report, *, name: str, split: str) -> None:
+    """The metrics and latencies per mode, as a table."""
+    from retrieval.evaluation import MEASURES
+
+    table = Table(title=f"{name} / {split}: {report.queries} queries, "
                         f"{report.documents} documents, {report.chunks} chunks")
     table.add_column("mode")
     for m in MEASURES:
@@ -117,4 +119,3 @@ def eval_retrieval(
         table.add_row(mode, *(f"{r.metrics[m]:.4f}" for m in MEASURES),
                       f"{r.latency_ms_p50:.1f}", f"{r.latency_ms_p95:.1f}")
     console.print(table)
-    console.print(f"report: {out / 'report.json'}, chart: {out / 'report.png'}")

@@ -5,20 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from cli._utils import console, err_console, fail, session_factory
 from sirocco.settings import Settings, get_settings
 
 keys_app = typer.Typer(help="API keys: users, groups, tenants.", no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True)
-
-
-def _factory(settings: Settings):  # type: ignore[no-untyped-def]
-    from sirocco.db import make_engine, make_session_factory, upgrade_database
-
-    upgrade_database(settings)
-    return make_session_factory(make_engine(settings))
 
 
 @keys_app.command("create")
@@ -38,12 +29,11 @@ def create(
 
     group_list = None if groups is None else [g.strip() for g in groups.split(",") if g.strip()]
     try:
-        with session_scope(_factory(get_settings())) as session:
+        with session_scope(session_factory(get_settings())) as session:
             info, raw = create_key(session=session, user=user, groups=group_list,
                                    tenant=tenant, admin=admin, name=name)
     except SiroccoError as exc:
-        err_console.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(code=1) from None
+        fail(exc.message)
     err_console.print(
         f"key {info.id} for {info.user}@{info.tenant} groups={','.join(info.groups) or '-'}"
         f"{' (admin)' if info.is_admin else ''}; shown only now:", markup=False)
@@ -56,7 +46,7 @@ def list_(tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] 
     from sirocco.auth.keys import list_keys
     from sirocco.db import session_scope
 
-    with session_scope(_factory(get_settings())) as session:
+    with session_scope(session_factory(get_settings())) as session:
         keys = list_keys(session=session, tenant=tenant)
     # One tab-separated line per key: greppable, never wrapped.
     typer.echo("id\tprefix\ttenant\tuser\tgroups\tadmin\tcreated\trevoked")
@@ -76,11 +66,10 @@ def revoke(key_id: Annotated[str, typer.Argument(help="The key's id or visible p
     from sirocco.errors import SiroccoError
 
     try:
-        with session_scope(_factory(get_settings())) as session:
+        with session_scope(session_factory(get_settings())) as session:
             info = revoke_key(key_id, session=session)
     except SiroccoError as exc:
-        err_console.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(code=1) from None
+        fail(exc.message)
     console.print(f"revoked {info.id} ({info.user}@{info.tenant})", markup=False)
 
 
@@ -89,5 +78,5 @@ def bootstrap_admin_key(settings: Settings) -> str | None:
     from sirocco.auth.keys import ensure_bootstrap_admin
     from sirocco.db import session_scope
 
-    with session_scope(_factory(settings)) as session:
+    with session_scope(session_factory(settings)) as session:
         return ensure_bootstrap_admin(session=session)

@@ -5,25 +5,18 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from cli._utils import console, enqueue, open_store, session_factory, wait_for_job
 from sirocco.settings import get_settings
 
 index_app = typer.Typer(help="The search index (Qdrant collection behind an alias).",
                         no_args_is_help=True)
-console = Console()
-
-
-def _store():  # type: ignore[no-untyped-def]
-    from retrieval.qdrant_store import QdrantStore
-
-    return QdrantStore(get_settings())
 
 
 @index_app.command("status")
 def status() -> None:
     """The live collection, the one being built (if any), and their sizes."""
-    s = _store().index_status()
+    s = open_store(get_settings()).index_status()
     console.print(f"{s['alias']} -> {s['live']} ({s['live_points']} points)", markup=False)
     if s["building"]:
         console.print(f"building: {s['building']} ({s['building_points']} points)",
@@ -40,21 +33,20 @@ def rebuild(
     the live collection until the alias swaps when the job is done."""
     from ingest.embedding.base import create_embedder
     from ingest.rebuild import start_rebuild
-    from sirocco.cli import _enqueue, _factory, _wait_for_job
     from sirocco.db import session_scope
 
     settings = get_settings()
     dim = create_embedder(settings).dim
-    store = _store()
-    with session_scope(_factory(settings)) as session:
+    store = open_store(settings)
+    with session_scope(session_factory(settings)) as session:
         job, doc_ids = start_rebuild(session=session, store=store, dim=dim)
         job_id = job.id
-    _enqueue(settings, doc_ids, job_id)
+    enqueue(settings, doc_ids, job_id)
     console.print(f"rebuild job {job_id}: {len(doc_ids)} document(s) queued")
     if not doc_ids:
         store.finish_rebuild()
         return
-    if wait and _wait_for_job(settings, job_id, timeout):
+    if wait and wait_for_job(settings, job_id, timeout):
         raise typer.Exit(code=2)
     if wait:
         status()
@@ -63,12 +55,12 @@ def rebuild(
 @index_app.command("swap")
 def swap() -> None:
     """Make the collection being built live now (after a rebuild with failures)."""
-    live = _store().finish_rebuild()
+    live = open_store(get_settings()).finish_rebuild()
     console.print(f"live: {live}" if live else "no rebuild under way")
 
 
 @index_app.command("abandon")
 def abandon() -> None:
     """Drop the collection being built; the live one is untouched."""
-    name = _store().abandon_rebuild()
+    name = open_store(get_settings()).abandon_rebuild()
     console.print(f"dropped {name}" if name else "no rebuild under way")

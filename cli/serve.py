@@ -1,0 +1,119 @@
+"""``sirocco serve``, ``sirocco worker`` and ``sirocco up``: the processes of a
+deployment, and all of them at once on embedded defaults."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli._utils import console, fail, setup_logging
+from cli.ingest import register_and_enqueue
+from cli.keys import bootstrap_admin_key
+from sirocco.settings import Settings, get_settings
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+) -> None:
+    """Run the API server (starts the vLLM engine in this process)."""
+    setup_logging()
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = get_settings()
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.api.host,
+        port=port or settings.api.port,
+        log_level="info",
+        timeout_graceful_shutdown=10,
+    )
+
+
+def worker(
+    concurrency: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "info",
+    stage: Annotated[
+        list[str] | None,
+        typer.Option(help="Consume only this stage's queue: parse or embed (repeatable)."),
+    ] = None,
+) -> None:
+    """Run a Celery ingestion worker (Redis broker, or the embedded one); by
+    default it consumes both the parse and the embed queue."""
+    setup_logging()
+    from workers.app import run_worker
+
+    try:
+        run_worker(get_settings(), loglevel=loglevel, concurrency=concurrency, stages=stage)
+    except ValueError as exc:
+        fail(str(exc))
+
+
+def up(
+    ingest_path: Annotated[
+        Path | None, typer.Option("--ingest", help="Ingest this folder once up.")
+    ] = None,
+) -> None:
+    """Everything on embedded defaults: migrate, prepare models, start a worker,
+    ingest ``--ingest``, and serve the API in the foreground."""
+    setup_logging()
+    settings = get_settings()
+    from llm.models import prepare_models
+    from sirocco.db import upgrade_database
+
+    upgrade_database(settings)
+    # Printed this once: only its hash is stored.
+    admin_key = bootstrap_admin_key(settings) if settings.auth.enabled else None
+    prepare_models(settings)
+    from ingest.embedding.onnx_export import prepare_embedding_model
+
+    prepare_embedding_model(settings)
+    # One worker per stage: parsing a large file never holds up embedding.
+    workers = [subprocess.Popen([sys.executable, "-m", "sirocco", "worker", "--stage", stage])
+               for stage in ("parse", "embed")]
+    try:
+        if ingest_path is not None:
+            _, queued = register_and_enqueue(settings, ingest_path.resolve(), "default")
+            console.print(
+                f"queued {queued} document(s) from {ingest_path}; the worker indexes them"
+            )
+        _print_welcome(settings, admin_key)
+        serve(host=None, port=None)
+    finally:
+        for proc in workers:
+            proc.terminate()
+        for proc in workers:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _print_welcome(settings: Settings, admin_key: str | None) -> None:
+    """The bootstrap admin key (if one was just made) and how to ask."""
+    base = f"http://{settings.api.host}:{settings.api.port}"
+    key = "$SIROCCO_API_KEY"
+    if admin_key:
+        console.print(f"\nBootstrap admin API key (shown only this once, keep it):\n"
+                      f"  export SIROCCO_API_KEY={admin_key}", markup=False, highlight=False)
+    elif settings.auth.enabled:
+        console.print("\nAn admin key exists already; make more with "
+                      "`.venv/bin/sirocco keys create --user NAME [--admin]`.",
+                      markup=False, highlight=False)
+    console.print(
+        f"\nSirocco is starting on {base} (the engine takes about a minute).\nAsk with:\n"
+        f"  curl -N {base}/api/chat -H 'content-type: application/json' "
+        f"-H 'Authorization: Bearer {key}' "
+        '-d \'{"question": "What is the Zephyr project code?"}\'\n'
+        '  .venv/bin/sirocco ask "What is the Zephyr project code?"\n'
+        f"OpenAI-compatible: base_url={base}/v1, api_key={key}, model="
+        f"{settings.llm.served_model_name}\n",
+        markup=False,
+        highlight=False,
+    )
