@@ -68,7 +68,7 @@ class _LimiterCollector(Collector):
     def __init__(self, source: Callable[[], GenerationLimiter | None]) -> None:
         self._source = source
 
-    def collect(self):  # type: ignore[no-untyped-def]
+    def collect(self):
         limiter = self._source()
         if limiter is None:
             return

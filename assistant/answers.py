@@ -19,7 +19,7 @@ async def collect_answer(events: AsyncGenerator[AnswerEvent, None]) -> AnswerRes
     calls: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
     pending: list[dict[str, Any]] = []
-    async with aclosing(events):  # type: ignore[type-var]
+    async with aclosing(events):
         async for event in events:
             if event.type == "delta":
                 parts.append(event.text or "")

@@ -250,7 +250,7 @@ class Conversations:
         name the conversation in the ``done`` event. A storage failure is logged,
         never raised: the answer was already given."""
         parts: list[str] = []
-        async with aclosing(events):  # type: ignore[type-var]
+        async with aclosing(events):
             async for event in events:
                 if event.type == "delta":
                     parts.append(event.text or "")

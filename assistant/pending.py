@@ -162,7 +162,7 @@ class PendingCalls:
         """Pass ``events`` through, storing each ``tool_pending`` call for the
         caller and adding its ``pending_id``; the trace id comes with ``done``."""
         stored: list[str] = []
-        async with aclosing(events):  # type: ignore[type-var]
+        async with aclosing(events):
             async for event in events:
                 if event.type == "tool_pending" and event.tool_calls:
                     ids = await asyncio.to_thread(self.add, event.tool_calls, owner=owner,

@@ -60,9 +60,10 @@ def load_corpus(data: Path, limit: int | None) -> list[dict[str, str]]:
 def run_sirocco(docs: list[dict[str, str]], work: Path, threads: int | None) -> dict:
     from sqlalchemy import select
 
+    from ingest.embed_stage import embed_staged
     from ingest.embedding.base import create_embedder
     from ingest.models import Document
-    from ingest.pipeline import embed_staged, embedding_text, parse_document
+    from ingest.pipeline import embedding_text, parse_document
     from ingest.service import register_files
     from retrieval.qdrant_store import QdrantStore
     from sirocco.db import make_engine, make_session_factory, session_scope, upgrade_database

@@ -13,7 +13,8 @@ retried when the lease ends (``EmbedOutcome.wait_s``), and any embed task takes
 over documents whose lease expired (their claimer died). Points have
 deterministic ids, so doing a document twice never duplicates its chunks.
 
-``ingest_document`` runs both stages for one document in this process.
+The embed stage and ``ingest_document`` (both stages for one document in
+this process) live in ``ingest.embed_stage``.
 """
 
 from __future__ import annotations
@@ -23,32 +24,26 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
-from datetime import timedelta
+from dataclasses import asdict, replace
 from typing import Any
 
-from sqlalchemy import and_, case, delete, or_, select, update
+from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
 from ingest.chunker import chunk_document
-from ingest.embedding.base import Embedder
 from ingest.formats.base import Limits
 from ingest.formats.text import atx_heading_text
 from ingest.jobs import finish_item_in
 from ingest.models import Document, Source, StagedChunks
 from ingest.parsers import parse_bytes, read_file
-from ingest.rebuild import finish_if_rebuilt
 from ingest.sources import display_path
-from retrieval.store import Store
-from sirocco.db import rows_changed, session_scope, utcnow
+from sirocco.db import session_scope, utcnow
 from sirocco.errors import InvalidInputError, NotFoundError, ParseError
 from sirocco.settings import Settings
 from sirocco.types import EVERYONE, Chunk
 
 logger = logging.getLogger(__name__)
 
-#: Candidates looked at per claim; the chunk budget usually stops earlier.
-_CLAIM_SCAN = 256
 #: Tokens kept free in the embedder's input for the heading path (``embedding_text``).
 HEADER_TOKENS = 32
 _HEADER_CHARS = 4 * HEADER_TOKENS
@@ -81,13 +76,13 @@ def parse_document(
     Raises ``NotFoundError`` when no such document exists.
     """
     with session_scope(session_factory) as session:
-        doc = _get(session, doc_id)
+        doc = get_document(session, doc_id)
         if doc.attempts >= max_attempts(settings):
             # Earlier tries never finished: the worker died on this document.
             error = (f"gave up after {doc.attempts} attempts that did not finish "
                      "(the worker was killed, out of memory or over the time limit?)")
             logger.warning("giving up", extra={"doc_id": doc_id, "attempts": doc.attempts})
-            _fail(session, doc, error, job_id)
+            fail_document(session, doc, error, job_id)
             return None
         doc.attempts += 1
         doc.status, doc.error, doc.lease_until = "running", None, None
@@ -116,11 +111,11 @@ def parse_document(
     except (ParseError, InvalidInputError) as exc:
         logger.info("ingestion failed", extra={"doc_id": doc_id, "error": exc.message})
         with session_scope(session_factory) as session:
-            _fail(session, _get(session, doc_id), exc.message, job_id)
+            fail_document(session, get_document(session, doc_id), exc.message, job_id)
         return None
 
     with session_scope(session_factory) as session:
-        doc = _get(session, doc_id)
+        doc = get_document(session, doc_id)
         staged = session.get(StagedChunks, doc_id) or StagedChunks(document_id=doc_id)
         staged.job_id = job_id
         staged.chunk_count = len(chunks)
@@ -184,166 +179,6 @@ def _opening_lines(text: str, lines: int = 3) -> set[str]:
 # -- stage 2: embed -------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class EmbedOutcome:
-    """What ``embed_staged`` did: chunk counts of the documents it stored, and
-    ``wait_s`` when the asked-for document is held by another live task (retry
-    after that many seconds; the other task may still fail)."""
-
-    stored: dict[str, int] = field(default_factory=dict)
-    wait_s: float | None = None
-
-
-def embed_staged(
-    doc_id: str,
-    *,
-    session_factory: sessionmaker[Session],
-    embedder: Embedder,
-    store: Store,
-    settings: Settings,
-) -> EmbedOutcome:
-    """Store ``doc_id`` (if it is still to be embedded) together with other
-    parsed documents, in one embedding batch.
-
-    On a transient error (``UnavailableError`` ...) the claims are released
-    (the documents are "parsed" again) and the error propagates for a retry.
-    """
-    claimed, wait_s = claim_batch(doc_id, session_factory=session_factory, settings=settings)
-    if not claimed:
-        return EmbedOutcome(wait_s=wait_s)
-    try:
-        stored = store_claimed(claimed, session_factory=session_factory, embedder=embedder,
-                               store=store, settings=settings)
-    except BaseException:
-        release_claims(claimed, session_factory=session_factory)
-        raise
-    return EmbedOutcome(stored=stored, wait_s=None if doc_id in claimed else wait_s)
-
-
-def claim_batch(
-    doc_id: str, *, session_factory: sessionmaker[Session], settings: Settings
-) -> tuple[list[str], float | None]:
-    """Claim ``doc_id`` first, then other parsed documents (oldest first) and
-    documents whose lease expired, within the chunk budget; each claim is a
-    conditional UPDATE, so two tasks never hold one document.
-
-    Returns the claimed ids and, when ``doc_id`` is held by another task's
-    live lease, the seconds until that lease ends. Documents past
-    ``max_attempts`` embed claims are failed instead of claimed.
-    """
-    now = utcnow()
-    lease_s = settings.celery.task_time_limit_s
-    claimable = or_(
-        Document.status == "parsed",
-        and_(Document.status == "embedding", Document.lease_until < now),
-    )
-    budget = max(1, settings.embedding.max_batch_chunks)
-    claimed: list[str] = []
-    with session_scope(session_factory) as session:
-        rows = session.execute(
-            select(Document.id, Document.attempts, StagedChunks.chunk_count)
-            .join(StagedChunks, StagedChunks.document_id == Document.id)
-            .where(claimable)
-            .order_by(case((Document.id == doc_id, 0), else_=1), Document.updated_at)
-            .limit(_CLAIM_SCAN)
-        ).all()
-        total = 0
-        for cand, attempts, n in rows:
-            if claimed and total + n > budget:
-                continue
-            if attempts >= max_attempts(settings):
-                _give_up_embedding(session, cand, attempts)
-                continue
-            won = rows_changed(session,
-                update(Document).where(Document.id == cand, claimable)
-                .values(status="embedding", lease_until=now + timedelta(seconds=lease_s),
-                        attempts=Document.attempts + 1)
-                .execution_options(synchronize_session=False)
-            )
-            if won:
-                claimed.append(cand)
-                total += n
-        wait_s = None
-        if doc_id not in claimed:
-            doc = session.get(Document, doc_id)
-            if doc is not None and doc.status == "embedding" and doc.lease_until is not None:
-                wait_s = max(1.0, (_aware(doc.lease_until) - now).total_seconds() + 1.0)
-    return claimed, wait_s
-
-
-def store_claimed(
-    doc_ids: Sequence[str],
-    *,
-    session_factory: sessionmaker[Session],
-    embedder: Embedder,
-    store: Store,
-    settings: Settings,
-) -> dict[str, int]:
-    """Embed the staged chunks of claimed documents in one call, replace their
-    points, mark them done and finish their job items; returns chunk counts.
-    A document re-queued or deleted meanwhile is not marked done (a deleted
-    one loses the points just written)."""
-    with session_scope(session_factory) as session:
-        staged = list(session.scalars(
-            select(StagedChunks).where(StagedChunks.document_id.in_(doc_ids))
-        ))
-        access = access_of(session, doc_ids)
-    # The ACL and tags as they are now, not as they were at parse time: a
-    # source's access may have been narrowed since (``set_source_access``).
-    chunks_of = {s.document_id: [replace(_chunk(d), **_facts(access, s.document_id))
-                                 for d in json.loads(s.chunks)] for s in staged}
-    chunks = [c for s in staged for c in chunks_of[s.document_id]]
-    # One call for the whole claim (at most max_batch_chunks): the embedder sorts
-    # by length and batches inside it, so padding stays small across documents.
-    vectors = embedder.embed_documents([embedding_text(c) for c in chunks])
-    store.replace_documents(list(chunks_of), chunks, vectors)
-    with session_scope(session_factory) as session:
-        changed = {d: a for d, a in access_of(session, list(chunks_of)).items()
-                   if a != access.get(d)}
-    for doc_id, (acl, tags) in changed.items():  # narrowed while we embedded
-        store.set_access([doc_id], acl=acl, tags=tags)
-
-    stored: dict[str, int] = {}
-    gone: list[str] = []
-    with session_scope(session_factory) as session:
-        for s in staged:
-            moved = rows_changed(session,
-                update(Document)
-                .where(Document.id == s.document_id, Document.status == "embedding")
-                .values(status="done", error=None, title=s.title, mime_type=s.mime_type,
-                        content_hash=s.content_hash, chunk_count=s.chunk_count, attempts=0,
-                        lease_until=None, updated_at=utcnow())
-                .execution_options(synchronize_session=False)
-            )
-            if not moved:
-                if session.get(Document, s.document_id) is None:
-                    gone.append(s.document_id)
-                continue
-            session.execute(delete(StagedChunks).where(StagedChunks.document_id == s.document_id))
-            if s.job_id is not None:
-                finish_item_in(session, s.job_id, s.document_id, state="done")
-            stored[s.document_id] = s.chunk_count
-    for doc_id in gone:  # deleted while we worked: leave no orphan chunks
-        store.delete_document(doc_id)
-        with session_scope(session_factory) as session:
-            session.execute(delete(StagedChunks).where(StagedChunks.document_id == doc_id))
-    # The batch may have finished a rebuild job: then its collection goes live.
-    finish_if_rebuilt({s.job_id for s in staged if s.job_id and s.document_id in stored},
-                      session_factory=session_factory, store=store)
-    logger.info("embedded", extra={"documents": len(stored), "chunks": len(chunks)})
-    return stored
-
-
-def release_claims(doc_ids: Sequence[str], *, session_factory: sessionmaker[Session]) -> None:
-    """Hand claimed documents back ("parsed") after a failed batch."""
-    with session_scope(session_factory) as session:
-        session.execute(
-            update(Document).where(Document.id.in_(doc_ids), Document.status == "embedding")
-            .values(status="parsed", lease_until=None)
-            .execution_options(synchronize_session=False)
-        )
-
-
 def fail_documents(
     doc_ids: Sequence[str], error: str, *, session_factory: sessionmaker[Session]
 ) -> None:
@@ -354,32 +189,7 @@ def fail_documents(
             doc = session.get(Document, doc_id)
             if doc is not None:
                 staged = session.get(StagedChunks, doc_id)
-                _fail(session, doc, error, staged.job_id if staged else None)
-
-
-# -- both stages ----------------------------------------------------------------------------
-
-
-def ingest_document(
-    doc_id: str,
-    *,
-    session_factory: sessionmaker[Session],
-    embedder: Embedder,
-    store: Store,
-    settings: Settings,
-    job_id: str | None = None,
-) -> int:
-    """Parse, chunk, embed and store one registered document in this process;
-    returns its chunk count (0 when it failed: see the document's error).
-    Idempotent; transient errors propagate."""
-    if parse_document(doc_id, session_factory=session_factory, tokenizer=embedder,
-                      settings=settings, job_id=job_id) is None:
-        return 0
-    claimed = settings.model_copy(update={"embedding": settings.embedding.model_copy(
-        update={"max_batch_chunks": 1})})  # this document alone
-    outcome = embed_staged(doc_id, session_factory=session_factory, embedder=embedder,
-                           store=store, settings=claimed)
-    return outcome.stored.get(doc_id, 0)
+                fail_document(session, doc, error, staged.job_id if staged else None)
 
 
 def mark_document(
@@ -396,50 +206,20 @@ def mark_document(
 # -- internals ------------------------------------------------------------------------------
 
 
-def _get(session: Session, doc_id: str) -> Document:
+def get_document(session: Session, doc_id: str) -> Document:
+    """The document, or ``NotFoundError``."""
     doc = session.get(Document, doc_id)
     if doc is None:
         raise NotFoundError(f"document {doc_id} does not exist")
     return doc
 
 
-def _fail(session: Session, doc: Document, error: str, job_id: str | None) -> None:
+def fail_document(session: Session, doc: Document, error: str, job_id: str | None) -> None:
+    """Mark ``doc`` failed, drop its staged chunks, fail its job item."""
     doc.status, doc.error, doc.lease_until = "failed", error, None
     session.execute(delete(StagedChunks).where(StagedChunks.document_id == doc.id))
     if job_id is not None:
         finish_item_in(session, job_id, doc.id, state="failed", error=error)
-
-
-def _give_up_embedding(session: Session, doc_id: str, attempts: int) -> None:
-    doc = session.get(Document, doc_id)
-    if doc is None:
-        return
-    staged = session.get(StagedChunks, doc_id)
-    logger.warning("giving up embedding", extra={"doc_id": doc_id, "attempts": attempts})
-    _fail(session, doc, f"gave up after {attempts} embedding attempts that did not finish "
-          "(the worker was killed, out of memory or over the time limit?)",
-          staged.job_id if staged else None)
-
-
-def access_of(session: Session, doc_ids: Sequence[str]
-              ) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
-    """The ACL (``EVERYONE`` when open) and tags each chunk of these documents carries."""
-    rows = session.execute(select(Document.id, Document.acl, Document.tags)
-                           .where(Document.id.in_(list(doc_ids))))
-    return {i: (tuple(acl or (EVERYONE,)), tuple(tags or ())) for i, acl, tags in rows}
-
-
-def _facts(access: dict[str, tuple[tuple[str, ...], tuple[str, ...]]], doc_id: str
-           ) -> dict[str, Any]:
-    if doc_id not in access:
-        return {}
-    acl, tags = access[doc_id]
-    return {"acl": acl, "tags": tags}
-
-
-def _chunk(d: dict[str, Any]) -> Chunk:
-    return Chunk(**{**d, **{k: tuple(d.get(k) or ()) for k in ("headings", "tags")},
-                    "acl": tuple(d.get("acl") or (EVERYONE,))})
 
 
 def _mtime(path: str) -> float | None:
@@ -447,10 +227,3 @@ def _mtime(path: str) -> float | None:
         return os.stat(path).st_mtime
     except OSError:
         return None
-
-
-def _aware(ts: Any) -> Any:
-    """SQLite returns naive datetimes for timezone columns: they are UTC."""
-    from datetime import UTC
-
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)

@@ -134,7 +134,7 @@ async def hold_while_streaming(events: AsyncGenerator[T, None], slot: Slot
                                ) -> AsyncGenerator[T, None]:
     """``events`` unchanged; ``slot`` is released when this stream ends or is closed."""
     try:
-        async with aclosing(events):  # type: ignore[type-var]
+        async with aclosing(events):
             async for event in events:
                 yield event
     finally:

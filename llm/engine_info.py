@@ -66,7 +66,7 @@ def describe(settings: Settings) -> dict[str, Any]:
 
     from vllm.engine.arg_utils import AsyncEngineArgs
 
-    from llm.vllm_engine import engine_kwargs_from_settings
+    from llm.vllm_args import engine_kwargs_from_settings
 
     # vLLM's defaults overlaid with ours, without constructing AsyncEngineArgs:
     # its __post_init__ resolves (offline: looks up the cache for) the model.

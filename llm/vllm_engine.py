@@ -17,96 +17,71 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, Sequence
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from llm.cpu import cpu_environment
-from llm.precision import resolve_dtype
 from llm.tools import ToolChoice, forced_call_schema, parse_forced_calls
+from llm.vllm_args import engine_args_from_settings
 from llm.vllm_tools import NativeToolParser, held_back, structured_outputs
-from sirocco.errors import ConfigError, EngineError, InvalidInputError
+from sirocco.errors import EngineError, InvalidInputError
 from sirocco.settings import Settings
 from sirocco.types import ChatMessage, EngineEvent, GenerationOptions, ToolCall, Usage
 
 if TYPE_CHECKING:
-    from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.v1.engine.async_llm import AsyncLLM
 
 logger = logging.getLogger(__name__)
 
-GIB = 1 << 30
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """One generation as vLLM gets it, and how its output is read."""
+
+    request_id: str
+    prompt_ids: list[int]
+    params: Any
+    max_tokens: int
+    tools: list[dict[str, Any]]
+    tool_choice: ToolChoice | None
+    forced: dict[str, Any] | None
+    parser: NativeToolParser | None
 
 
-def _compact_structured_outputs() -> Any:
-    from vllm.config import StructuredOutputsConfig
+@dataclass(slots=True)
+class _TextGate:
+    """Which generated text may stream now: all of it normally; none of a forced
+    call; for a native parser, nothing from its call marker on (and no tail that
+    may start one), so a call never leaks out as answer text."""
 
-    return StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True)
+    holding: bool
+    marker: str | None
+    watch: bool
+    text: str = ""
+    streamed: int = 0
+    tokens: int = 0
+    finish_reason: str | None = None
 
-
-def engine_kwargs_from_settings(settings: Settings, *, materialize: bool = True
-                                ) -> dict[str, Any]:
-    """The keyword arguments of vLLM's ``AsyncEngineArgs`` that ``settings.llm`` sets.
-
-    ``materialize=False`` names a derived bundled checkpoint (see
-    ``bundled_for_parallel``) without writing it.
-    """
-    llm = settings.llm
-    model = llm.model or str(bundled_for_parallel(settings, materialize=materialize))
-    kwargs: dict[str, Any] = {
-        "model": model,
-        "served_model_name": llm.served_model_name,
-        # "auto" resolved per machine and checkpoint (llm.precision).
-        "dtype": resolve_dtype(settings),
-        "seed": llm.seed,
-        "max_model_len": llm.max_model_len,
-        "enforce_eager": llm.enforce_eager,
-        "enable_prefix_caching": llm.enable_prefix_caching,
-        "tensor_parallel_size": llm.tensor_parallel_size,
-        "enable_expert_parallel": llm.enable_expert_parallel,
-        "max_num_seqs": llm.max_num_seqs,
-        "gpu_memory_utilization": llm.gpu_memory_utilization,
-        "kv_cache_dtype": llm.kv_cache_dtype,
-        "tokenizer_mode": llm.tokenizer_mode,
-        # On: vLLM registers its Prometheus metrics (served at /metrics).
-        "disable_log_stats": not llm.log_stats,
-        # Structured outputs (forced tool calls) as compact JSON: xgrammar reads
-        # this engine-wide only (the per-request field is for other backends).
-        # With free whitespace a small model spent its max_tokens on newlines.
-        "structured_outputs_config": _compact_structured_outputs(),
-    }
-    if llm.kv_cache_space_gib is not None:
-        # An explicit KV cache size. On CPU this engine arg is what the legacy
-        # VLLM_CPU_KVCACHE_SPACE env var sets (that variable, if exported, still
-        # wins); without it vLLM sizes the cache from gpu_memory_utilization of
-        # *total* RAM and refuses to start on a busy machine.
-        kwargs["kv_cache_memory_bytes"] = int(llm.kv_cache_space_gib * GIB)
-    if llm.block_size is not None:
-        kwargs["block_size"] = llm.block_size
-    if llm.max_num_batched_tokens is not None:
-        kwargs["max_num_batched_tokens"] = llm.max_num_batched_tokens
-    return kwargs
-
-
-def engine_args_from_settings(settings: Settings) -> AsyncEngineArgs:
-    """The vLLM ``AsyncEngineArgs`` for ``settings.llm``.
-
-    Constructing them resolves the model: with ``HF_HUB_OFFLINE`` vLLM maps a
-    hub id to its cached snapshot and fails when there is none. Use
-    ``engine_kwargs_from_settings`` to inspect a configuration without that.
-    """
-    try:
-        from vllm.engine.arg_utils import AsyncEngineArgs
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ConfigError(
-            "vLLM is not installed; install the extra: `pip install 'sirocco[cpu]'` "
-            "(or `sirocco[gpu]` on a CUDA machine)"
-        ) from exc
-    return AsyncEngineArgs(**engine_kwargs_from_settings(settings))
+    def feed(self, delta: str, tokens: int, finish_reason: str | None) -> str:
+        """Take one output delta; the text to stream now ("" for none)."""
+        self.tokens += tokens
+        if finish_reason is not None:
+            self.finish_reason = finish_reason
+        self.text += delta
+        if self.watch and not self.holding and self.marker and self.marker in self.text:
+            self.holding = True
+            end = self.text.index(self.marker)
+        elif self.holding:
+            return ""
+        else:
+            end = len(self.text) - held_back(self.text, self.marker)
+        if end <= self.streamed:
+            return ""
+        out, self.streamed = self.text[self.streamed:end], end
+        return out
 
 
 class VLLMEngine:
@@ -193,97 +168,89 @@ class VLLMEngine:
         collection, or task cancellation) aborts the request in the engine;
         prefer ``contextlib.aclosing`` so the abort happens at once.
         """
-        from vllm.sampling_params import RequestOutputKind, SamplingParams
-
         self._check_open()
-        tools = list(tools or [])
-        forced = forced_call_schema(tools, tool_choice)
-        parser = self._tool_parser if tools and forced is None and tool_choice != "none" else None
-        request_id = request_id or f"sirocco-{uuid.uuid4().hex}"
-        prompt_ids = self.render_prompt(messages, tools)
-        if len(prompt_ids) >= self._max_model_len:
-            raise InvalidInputError(
-                f"the prompt has {len(prompt_ids)} tokens; the model's context is "
-                f"{self._max_model_len} (max_model_len)"
-            )
-        max_tokens = min(options.max_tokens, self._max_model_len - len(prompt_ids))
-        params = SamplingParams(
-            max_tokens=max_tokens,
-            temperature=options.temperature,
-            top_p=options.top_p,
-            stop=list(options.stop) or None,
-            seed=options.seed,
-            output_kind=RequestOutputKind.DELTA,
-            structured_outputs=structured_outputs(forced) if forced is not None else None,
-            # A native parser needs its call marker ([TOOL_CALLS]) in the text.
-            skip_special_tokens=parser is None,
-        )
+        req = self._request(messages, options, list(tools or []), tool_choice,
+                            request_id or f"sirocco-{uuid.uuid4().hex}")
         try:
             # Render the token prompt the way vLLM 0.32 wants it: passing a raw
             # prompt to generate() is deprecated there.
             (engine_input,) = await self._llm.renderer.render_cmpl_async(
-                [{"prompt_token_ids": prompt_ids}]
-            )
+                [{"prompt_token_ids": req.prompt_ids}])
         except Exception as exc:
-            raise EngineError(f"vLLM refused the prompt ({request_id}): {exc}") from exc
-        stream = self._llm.generate(engine_input, params, request_id)
-        completion_tokens = 0
-        finish_reason: str | None = None
+            raise EngineError(f"vLLM refused the prompt ({req.request_id}): {exc}") from exc
+        stream = self._llm.generate(engine_input, req.params, req.request_id)
+        gate = _TextGate(holding=req.forced is not None,
+                         marker=req.parser.start_marker if req.parser else None,
+                         watch=req.parser is not None)
         finished = False
-        # Text not streamed yet: all of it for a forced call; for a native parser,
-        # everything from its call marker on (and a tail that may start one).
-        text = ""
-        streamed = 0
-        holding = forced is not None
-        marker = parser.start_marker if parser else None
         try:
             async for out in stream:
                 for choice in out.outputs:
-                    completion_tokens += len(choice.token_ids)
-                    if choice.finish_reason is not None:
-                        finish_reason = choice.finish_reason
-                    text += choice.text
-                    if parser is not None and not holding and marker and marker in text:
-                        holding = True
-                        end = text.index(marker)
-                    elif holding:
-                        continue
-                    else:
-                        end = len(text) - held_back(text, marker)
-                    if end > streamed:
-                        yield EngineEvent(kind="text", text=text[streamed:end])
-                        streamed = end
+                    delta = gate.feed(choice.text, len(choice.token_ids), choice.finish_reason)
+                    if delta:
+                        yield EngineEvent(kind="text", text=delta)
                 finished = out.finished
         except (GeneratorExit, asyncio.CancelledError):
-            await self._abort(stream, request_id)
+            await self._abort(stream, req.request_id)
             raise
         except Exception as exc:
-            raise EngineError(f"generation failed ({request_id}): {exc}") from exc
+            raise EngineError(f"generation failed ({req.request_id}): {exc}") from exc
         if not finished:
-            raise EngineError(f"generation ended without a final output ({request_id})")
-        calls: list[ToolCall] = []
-        rest = text[streamed:]
-        if forced is not None:
-            calls = parse_forced_calls(text, tool_choice or "required")
-            if not calls:
-                # Never pass a half-written call on as answer text.
-                if finish_reason == "length":
-                    raise InvalidInputError(
-                        f"the forced tool call did not fit in max_tokens={max_tokens}; "
-                        "raise max_tokens")
-                raise EngineError(f"the forced tool call was not valid JSON ({request_id})")
-            rest = ""
-        elif parser is not None and holding:
-            rest, calls = parser.extract(text[streamed:], tools, tool_choice)
+            raise EngineError(f"generation ended without a final output ({req.request_id})")
+        rest, calls = self._tail(req, gate)
         if rest:
             yield EngineEvent(kind="text", text=rest)
         for call in calls:
             yield EngineEvent(kind="tool_call", tool_call=call)
         yield EngineEvent(
             kind="finish",
-            finish_reason="tool_calls" if calls else (finish_reason or "stop"),
-            usage=Usage(prompt_tokens=len(prompt_ids), completion_tokens=completion_tokens),
+            finish_reason="tool_calls" if calls else (gate.finish_reason or "stop"),
+            usage=Usage(prompt_tokens=len(req.prompt_ids), completion_tokens=gate.tokens),
         )
+
+    def _request(self, messages: Sequence[ChatMessage], options: GenerationOptions,
+                 tools: list[dict[str, Any]], tool_choice: ToolChoice | None,
+                 request_id: str) -> _Request:
+        """The prompt and sampling parameters of one generation; ``InvalidInputError``
+        for a prompt over the context."""
+        from vllm.sampling_params import RequestOutputKind, SamplingParams
+
+        forced = forced_call_schema(tools, tool_choice)
+        parser = self._tool_parser if tools and forced is None and tool_choice != "none" else None
+        prompt_ids = self.render_prompt(messages, tools)
+        if len(prompt_ids) >= self._max_model_len:
+            raise InvalidInputError(
+                f"the prompt has {len(prompt_ids)} tokens; the model's context is "
+                f"{self._max_model_len} (max_model_len)")
+        max_tokens = min(options.max_tokens, self._max_model_len - len(prompt_ids))
+        params = SamplingParams(
+            max_tokens=max_tokens, temperature=options.temperature, top_p=options.top_p,
+            stop=list(options.stop) or None, seed=options.seed,
+            output_kind=RequestOutputKind.DELTA,
+            structured_outputs=structured_outputs(forced) if forced is not None else None,
+            # A native parser needs its call marker ([TOOL_CALLS]) in the text.
+            skip_special_tokens=parser is None)
+        return _Request(request_id=request_id, prompt_ids=prompt_ids, params=params,
+                        max_tokens=max_tokens, tools=tools, tool_choice=tool_choice,
+                        forced=forced, parser=parser)
+
+    @staticmethod
+    def _tail(req: _Request, gate: _TextGate) -> tuple[str, list[ToolCall]]:
+        """What follows the streamed text: the rest of it and the tool calls."""
+        rest = gate.text[gate.streamed:]
+        if req.forced is not None:
+            calls = parse_forced_calls(gate.text, req.tool_choice or "required")
+            if not calls:
+                # Never pass a half-written call on as answer text.
+                if gate.finish_reason == "length":
+                    raise InvalidInputError(
+                        f"the forced tool call did not fit in max_tokens={req.max_tokens}; "
+                        "raise max_tokens")
+                raise EngineError(f"the forced tool call was not valid JSON ({req.request_id})")
+            return "", calls
+        if req.parser is not None and gate.holding:
+            return req.parser.extract(rest, req.tools, req.tool_choice)
+        return rest, []
 
     async def _abort(self, stream: Any, request_id: str) -> None:
         # Closing vLLM's generator aborts under its internal id; the explicit
@@ -362,30 +329,3 @@ class VLLMEngine:
             "tool_parser": self._tool_parser.name if self._tool_parser else None,
             "start_seconds": round(self.start_seconds, 1),
         }
-
-
-def bundled_for_parallel(settings: Settings, *, materialize: bool = True) -> Path:
-    """The bundled checkpoint, padded when tensor parallelism cannot split its heads.
-
-    SmolLM2 has 9 query heads over 3 KV heads: TP=2 divides neither, so the
-    engine serves ``<name>-kv4`` instead, the same model with a zero KV group
-    added (12/4 heads, identical outputs; ``llm.model_shapes``), written on
-    first use next to the original.
-    """
-    from llm.model_shapes import padded_checkpoint
-    from llm.models import bundled_model_path
-
-    path = bundled_model_path(settings, settings.llm.bundled)
-    tp = settings.llm.tensor_parallel_size
-    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    heads, kv = int(config["num_attention_heads"]), int(config["num_key_value_heads"])
-    divisible = heads % tp == 0 and (kv % tp == 0 if kv >= tp else tp % kv == 0)
-    if tp <= 1 or divisible:
-        return path
-    kv_heads = -(-kv // tp) * tp
-    target = path.with_name(f"{path.name}-kv{kv_heads}")
-    if not materialize:
-        return target
-    logger.info("padding the bundled checkpoint's attention heads for tensor parallelism",
-                extra={"tensor_parallel_size": tp, "kv_heads": kv_heads})
-    return padded_checkpoint(path, target, kv_heads)

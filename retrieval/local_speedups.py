@@ -92,5 +92,5 @@ def install() -> None:
         return
     from qdrant_client.local import local_collection
 
-    local_collection.calculate_distance_sparse = calculate_distance_sparse  # type: ignore[attr-defined]
+    local_collection.calculate_distance_sparse = calculate_distance_sparse
     _installed = True

@@ -289,7 +289,7 @@ class RecoveryStep(bootsteps.StartStopStep):
     def sweep(self, app: Celery) -> Recovered | None:
         """One sweep unless another worker took this interval's; errors are
         logged (the next interval tries again), never raised into the loop."""
-        settings: Settings = app.settings  # type: ignore[attr-defined]
+        settings: Settings = app.settings
         try:
             if settings.redis.url:
                 if self._client is None:

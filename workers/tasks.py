@@ -19,8 +19,9 @@ from celery.utils.time import get_exponential_backoff_interval
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError as DatabaseDown
 
+from ingest.embed_stage import embed_staged
 from ingest.jobs import finish_item, start_item
-from ingest.pipeline import embed_staged, fail_documents, mark_document, parse_document
+from ingest.pipeline import fail_documents, mark_document, parse_document
 from sirocco.errors import NotFoundError, UnavailableError
 from sirocco.settings import Settings, get_settings
 from workers.resources import worker_resources

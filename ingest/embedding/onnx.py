@@ -94,11 +94,11 @@ class OnnxEmbedder:
 
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         """One unit-length vector per text, in order (the model's document prompt, if any)."""
-        return self._embed([self._document_prompt + t for t in texts]).tolist()  # type: ignore[no-any-return]
+        return self._embed([self._document_prompt + t for t in texts]).tolist()
 
     def embed_query(self, text: str) -> list[float]:
         """A unit-length vector for a search query (the model's query prompt, if any)."""
-        return self._embed([self._query_prompt + text])[0].tolist()  # type: ignore[no-any-return]
+        return self._embed([self._query_prompt + text])[0].tolist()
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)

@@ -147,6 +147,115 @@ def _load_weights(model_dir: Path) -> dict[str, np.ndarray]:
     return weights
 
 
+class _Builder:
+    """Collects the initializers and nodes of the graph, in insertion order."""
+
+    def __init__(self, w: dict[str, np.ndarray]) -> None:
+        self.w = w
+        self.initializers: list[Any] = []
+        self.nodes: list[Any] = []
+
+    def weight(self, name: str, value: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
+
+    def node(self, op: str, inputs: Sequence[str], output: str, *, ms: bool = False,
+             **attrs: Any) -> str:
+        from onnx import helper
+
+        self.nodes.append(helper.make_node(op, list(inputs), [output], name=output,
+                                           domain=_MS if ms else "", **attrs))
+        return output
+
+    def embeddings(self, eps: float) -> str:
+        from onnx import TensorProto, helper
+
+        for name in ("input_ids", "token_type_ids", "attention_mask"):
+            self.node("Cast", [name], f"{name}_int32", to=TensorProto.INT32)
+        w, e = self.w, "embeddings."
+        self.nodes.append(helper.make_node(
+            "EmbedLayerNormalization",
+            ["input_ids_int32", "token_type_ids_int32",
+             self.weight("word_embeddings", w[e + "word_embeddings.weight"]),
+             self.weight("position_embeddings", w[e + "position_embeddings.weight"]),
+             self.weight("token_type_embeddings", w[e + "token_type_embeddings.weight"]),
+             self.weight("embeddings_ln_gamma", w[e + "LayerNorm.weight"]),
+             self.weight("embeddings_ln_beta", w[e + "LayerNorm.bias"]),
+             "attention_mask_int32"],
+            ["embeddings", "mask_index"], name="embeddings", domain=_MS, epsilon=eps,
+        ))
+        return "embeddings"
+
+    def attention(self, i: int, x: str, *, heads: int, eps: float) -> str:
+        """Fused self-attention, output projection and the first layer norm."""
+        w, a = self.w, f"encoder.layer.{i}.attention."
+        qkv_w = np.concatenate(
+            [w[f"{a}self.{k}.weight"].T for k in ("query", "key", "value")], axis=1)
+        qkv_b = np.concatenate([w[f"{a}self.{k}.bias"] for k in ("query", "key", "value")])
+        ctx = self.node("Attention", [x, self.weight(f"l{i}_qkv_w", qkv_w),
+                                      self.weight(f"l{i}_qkv_b", qkv_b), "mask_index"],
+                        f"l{i}_attention", ms=True, num_heads=heads)
+        proj = self.node("MatMul", [ctx, self.weight(f"l{i}_attn_out_w",
+                                                     w[f"{a}output.dense.weight"].T)],
+                         f"l{i}_attn_out")
+        gamma = self.weight(f"l{i}_ln1_gamma", w[f"{a}output.LayerNorm.weight"])
+        beta = self.weight(f"l{i}_ln1_beta", w[f"{a}output.LayerNorm.bias"])
+        bias = self.weight(f"l{i}_attn_out_b", w[f"{a}output.dense.bias"])
+        return self.node("SkipLayerNormalization", [proj, x, gamma, beta, bias], f"l{i}_ln1",
+                         ms=True, epsilon=eps)
+
+    def feed_forward(self, i: int, h1: str, out: str, *, outliers: dict[str, list[int]],
+                     hidden: int, eps: float) -> str:
+        """The FFN with its outlier channels computed apart in fp32, then the
+        second layer norm (named ``out``)."""
+        w, p = self.w, f"encoder.layer.{i}."
+        up_w, up_b = w[f"{p}intermediate.dense.weight"].T, w[f"{p}intermediate.dense.bias"]
+        down_w = w[f"{p}output.dense.weight"].T
+        apart = outliers.get(_activation(i), [])
+        kept = np.setdiff1d(np.arange(up_w.shape[1]), apart)
+        skip = h1
+        if apart:
+            side = self.node("MatMul", [h1, self.weight(f"l{i}_outlier_up_w", up_w[:, apart])],
+                             f"l{i}_outlier_up")
+            side = self.node("BiasGelu", [side, self.weight(f"l{i}_outlier_up_b", up_b[apart])],
+                             f"l{i}_outlier_act", ms=True)
+            side = self.node("MatMul",
+                             [side, self.weight(f"l{i}_outlier_down_w", down_w[apart])],
+                             f"l{i}_outlier_down")
+            skip = self.node("Add", [h1, side], f"l{i}_outlier_sum")
+        up = self._up(i, h1, up_w, kept, outliers.get(f"l{i}_ln1", []), hidden)
+        act = self.node("BiasGelu", [up, self.weight(f"l{i}_ffn_up_b", up_b[kept])],
+                        _activation(i), ms=True)
+        down = self.node("MatMul", [act, self.weight(f"l{i}_ffn_down_w", down_w[kept])],
+                         f"l{i}_ffn_down")
+        gamma = self.weight(f"l{i}_ln2_gamma", w[f"{p}output.LayerNorm.weight"])
+        beta = self.weight(f"l{i}_ln2_beta", w[f"{p}output.LayerNorm.bias"])
+        bias = self.weight(f"l{i}_ffn_down_b", w[f"{p}output.dense.bias"])
+        return self.node("SkipLayerNormalization", [down, skip, gamma, beta, bias], out,
+                         ms=True, epsilon=eps)
+
+    def _up(self, i: int, h1: str, up_w: np.ndarray, kept: np.ndarray, up_in: list[int],
+            hidden: int) -> str:
+        """The FFN up-projection; FFN-input outlier channels apart when found."""
+        if not up_in:
+            return self.node("MatMul", [h1, self.weight(f"l{i}_ffn_up_w", up_w[:, kept])],
+                             f"l{i}_ffn_up")
+        keep_in = np.ones(hidden, dtype=np.float32)
+        keep_in[up_in] = 0.0
+        masked = self.node("Mul", [h1, self.weight(f"l{i}_inlier_mask", keep_in)],
+                           f"l{i}_inliers")
+        main = self.node("MatMul", [masked, self.weight(f"l{i}_ffn_up_w", up_w[:, kept])],
+                         f"l{i}_ffn_up_main")
+        index = self.weight(f"l{i}_outlier_in_idx", np.asarray(up_in))
+        side = self.node("Gather", [h1, index], f"l{i}_outlier_in", axis=2)
+        side = self.node("MatMul", [side, self.weight(f"l{i}_outlier_in_w",
+                                                      up_w[up_in][:, kept])],
+                         f"l{i}_outlier_in_up")
+        return self.node("Add", [main, side], f"l{i}_ffn_up")
+
+
 def _graph(
     config: dict[str, Any],
     w: dict[str, np.ndarray],
@@ -154,92 +263,18 @@ def _graph(
     outliers: dict[str, list[int]],
     expose_activations: bool,
 ) -> Any:
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
     eps = float(config.get("layer_norm_eps", 1e-12))
     heads = int(config["num_attention_heads"])
     hidden = int(config["hidden_size"])
-    initializers: list[Any] = []
-    nodes: list[Any] = []
-
-    def weight(name: str, value: np.ndarray) -> str:
-        initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
-        return name
-
-    def node(op: str, inputs: Sequence[str], output: str, *, ms: bool = False,
-             **attrs: Any) -> str:
-        nodes.append(helper.make_node(op, list(inputs), [output], name=output,
-                                      domain=_MS if ms else "", **attrs))
-        return output
-
-    for name in ("input_ids", "token_type_ids", "attention_mask"):
-        node("Cast", [name], f"{name}_int32", to=TensorProto.INT32)
-    e = "embeddings."
-    nodes.append(helper.make_node(
-        "EmbedLayerNormalization",
-        ["input_ids_int32", "token_type_ids_int32",
-         weight("word_embeddings", w[e + "word_embeddings.weight"]),
-         weight("position_embeddings", w[e + "position_embeddings.weight"]),
-         weight("token_type_embeddings", w[e + "token_type_embeddings.weight"]),
-         weight("embeddings_ln_gamma", w[e + "LayerNorm.weight"]),
-         weight("embeddings_ln_beta", w[e + "LayerNorm.bias"]),
-         "attention_mask_int32"],
-        ["embeddings", "mask_index"], name="embeddings", domain=_MS, epsilon=eps,
-    ))
-    x = "embeddings"
+    build = _Builder(w)
+    x = build.embeddings(eps)
     layers = int(config["num_hidden_layers"])
     for i in range(layers):
-        p, a = f"encoder.layer.{i}.", f"encoder.layer.{i}.attention."
-        qkv_w = np.concatenate(
-            [w[f"{a}self.{k}.weight"].T for k in ("query", "key", "value")], axis=1)
-        qkv_b = np.concatenate([w[f"{a}self.{k}.bias"] for k in ("query", "key", "value")])
-        ctx = node("Attention", [x, weight(f"l{i}_qkv_w", qkv_w),
-                                 weight(f"l{i}_qkv_b", qkv_b), "mask_index"],
-                   f"l{i}_attention", ms=True, num_heads=heads)
-        proj = node("MatMul", [ctx, weight(f"l{i}_attn_out_w", w[f"{a}output.dense.weight"].T)],
-                    f"l{i}_attn_out")
-        h1 = node("SkipLayerNormalization",
-                  [proj, x, weight(f"l{i}_ln1_gamma", w[f"{a}output.LayerNorm.weight"]),
-                   weight(f"l{i}_ln1_beta", w[f"{a}output.LayerNorm.bias"]),
-                   weight(f"l{i}_attn_out_b", w[f"{a}output.dense.bias"])],
-                  f"l{i}_ln1", ms=True, epsilon=eps)
-
-        up_w, up_b = w[f"{p}intermediate.dense.weight"].T, w[f"{p}intermediate.dense.bias"]
-        down_w = w[f"{p}output.dense.weight"].T
-        apart = outliers.get(_activation(i), [])
-        kept = np.setdiff1d(np.arange(up_w.shape[1]), apart)
-        skip = h1
-        if apart:
-            side = node("MatMul", [h1, weight(f"l{i}_outlier_up_w", up_w[:, apart])],
-                        f"l{i}_outlier_up")
-            side = node("BiasGelu", [side, weight(f"l{i}_outlier_up_b", up_b[apart])],
-                        f"l{i}_outlier_act", ms=True)
-            side = node("MatMul", [side, weight(f"l{i}_outlier_down_w", down_w[apart])],
-                        f"l{i}_outlier_down")
-            skip = node("Add", [h1, side], f"l{i}_outlier_sum")
-        up_in = outliers.get(f"l{i}_ln1", [])
-        if up_in:
-            keep_in = np.ones(hidden, dtype=np.float32)
-            keep_in[up_in] = 0.0
-            masked = node("Mul", [h1, weight(f"l{i}_inlier_mask", keep_in)], f"l{i}_inliers")
-            main = node("MatMul", [masked, weight(f"l{i}_ffn_up_w", up_w[:, kept])],
-                        f"l{i}_ffn_up_main")
-            side = node("Gather", [h1, weight(f"l{i}_outlier_in_idx", np.asarray(up_in))],
-                        f"l{i}_outlier_in", axis=2)
-            side = node("MatMul", [side, weight(f"l{i}_outlier_in_w", up_w[up_in][:, kept])],
-                        f"l{i}_outlier_in_up")
-            up = node("Add", [main, side], f"l{i}_ffn_up")
-        else:
-            up = node("MatMul", [h1, weight(f"l{i}_ffn_up_w", up_w[:, kept])], f"l{i}_ffn_up")
-        act = node("BiasGelu", [up, weight(f"l{i}_ffn_up_b", up_b[kept])], _activation(i),
-                   ms=True)
-        down = node("MatMul", [act, weight(f"l{i}_ffn_down_w", down_w[kept])], f"l{i}_ffn_down")
+        h1 = build.attention(i, x, heads=heads, eps=eps)
         out = "last_hidden_state" if i == layers - 1 else f"l{i}_ln2"
-        x = node("SkipLayerNormalization",
-                 [down, skip, weight(f"l{i}_ln2_gamma", w[f"{p}output.LayerNorm.weight"]),
-                  weight(f"l{i}_ln2_beta", w[f"{p}output.LayerNorm.bias"]),
-                  weight(f"l{i}_ffn_down_b", w[f"{p}output.dense.bias"])],
-                 out, ms=True, epsilon=eps)
+        x = build.feed_forward(i, h1, out, outliers=outliers, hidden=hidden, eps=eps)
 
     inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"])
               for n in ("input_ids", "attention_mask", "token_type_ids")]
@@ -248,7 +283,7 @@ def _graph(
     if expose_activations:
         outputs += [helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
                     for name in calibrated(layers)]
-    graph = helper.make_graph(nodes, "bert_encoder", inputs, outputs, initializers)
+    graph = helper.make_graph(build.nodes, "bert_encoder", inputs, outputs, build.initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18),
                                                     helper.make_opsetid(_MS, 1)])
     model.ir_version = 9

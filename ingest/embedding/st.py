@@ -67,11 +67,11 @@ class SentenceTransformerEmbedder:
             convert_to_numpy=True,
             show_progress_bar=False,
         )
-        return vectors.tolist()  # type: ignore[no-any-return]
+        return vectors.tolist()
 
     def embed_query(self, text: str) -> list[float]:
         """A unit-length vector for a search query (the model's query prompt, if any)."""
         vector = self._model.encode_query(
             [text], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
         )
-        return vector[0].tolist()  # type: ignore[no-any-return]
+        return vector[0].tolist()

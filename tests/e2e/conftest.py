@@ -73,8 +73,8 @@ def _free_port() -> int:
 
 
 def _ingest(env: dict[str, str], folder: Path) -> dict[str, str]:
+    from ingest.embed_stage import ingest_document
     from ingest.embedding.base import create_embedder
-    from ingest.pipeline import ingest_document
     from ingest.service import Access, register_files
     from retrieval.qdrant_store import QdrantStore
     from sirocco.db import make_engine, make_session_factory, session_scope, upgrade_database

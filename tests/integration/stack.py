@@ -16,7 +16,7 @@ def ingest_texts(settings: Settings, embedder, texts: dict[str, str], *,
     whose subject is not retrieval but that must still run on real components.
     ``factory``: a session factory on a database that has the tables already
     (else ``settings``' database is migrated)."""
-    from ingest.pipeline import ingest_document
+    from ingest.embed_stage import ingest_document
     from ingest.service import register_files
     from retrieval.factory import create_store
     from sirocco.db import make_engine, make_session_factory, session_scope, upgrade_database

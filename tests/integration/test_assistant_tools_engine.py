@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session, sessionmaker
 import assistant.conversations  # noqa: F401  (tables created with the others)
 import ingest.models  # noqa: F401
 import sirocco.auth.models  # noqa: F401
+from ingest.embed_stage import ingest_document
 from ingest.embedding.base import create_embedder
-from ingest.pipeline import ingest_document
 from ingest.service import Access, register_files
 from retrieval.qdrant_store import QdrantStore
 from sirocco.db import Base, make_engine, make_session_factory, session_scope

@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session, sessionmaker
 import assistant.conversations  # noqa: F401  (/api/chat stores turns)
 import ingest.models  # noqa: F401
 import sirocco.auth.models  # noqa: F401  (API keys: created with the other tables)
+from ingest.embed_stage import ingest_document
 from ingest.embedding.base import create_embedder
 from ingest.models import Document
-from ingest.pipeline import ingest_document
 from ingest.service import Access, register_files
 from retrieval.qdrant_store import QdrantStore
 from retrieval.store import SEARCH_MODES, Principal, SearchFilter

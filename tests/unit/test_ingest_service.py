@@ -13,16 +13,10 @@ import pytest
 from sqlalchemy import select
 
 import ingest.models  # noqa: F401  (registers the table on Base)
+from ingest.embed_stage import claim_batch, embed_staged, ingest_document
 from ingest.jobs import add_items, create_job, get_report, start_item
 from ingest.models import Document, StagedChunks
-from ingest.pipeline import (
-    chunk_sizes,
-    claim_batch,
-    embed_staged,
-    embedding_text,
-    ingest_document,
-    parse_document,
-)
+from ingest.pipeline import chunk_sizes, embedding_text, parse_document
 from ingest.service import register_files
 from sirocco.db import Base, make_engine, make_session_factory, session_scope
 from sirocco.errors import NotFoundError, UnavailableError
