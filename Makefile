@@ -33,14 +33,20 @@ models: $(STAMP)
 run: models
 	$(BIN)/sirocco up --ingest examples/docs
 
-test: models
+# Lint first: a new import cycle, layer breach, type error or oversized
+# module fails CI before the tests run.
+test: models lint
 	$(BIN)/python -m pytest tests -ra
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit -q
 
+# ruff, mypy (pyproject's [tool.mypy]), import-linter's layers and the size rules.
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/python -m tests.structure
 
 bench: models
 	$(BIN)/python bench/engine_smoke.py --model mistral --n 8 --max-tokens 128

@@ -6,9 +6,9 @@ Tests build a ``Services`` from doubles and pass it to ``create_app``.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -55,23 +55,16 @@ class Services:
     #: Admission of generations (429 past ``settings.llm.max_inflight``, or past
     #: ``max_inflight_per_tenant`` for one tenant).
     limiter: GenerationLimiter = field(default_factory=lambda: GenerationLimiter(64))
-    #: Called in reverse order by ``aclose`` (sync or async callables).
-    closers: list[Callable[[], Any]] = field(default_factory=list)
+    #: What ``build_services`` opened, closed newest first by ``aclose``.
+    resources: AsyncExitStack = field(default_factory=AsyncExitStack)
 
     async def aclose(self) -> None:
-        """Release what ``build_services`` opened, newest first; errors are logged."""
-        await _close_all(self.closers)
-
-
-async def _close_all(closers: list[Callable[[], Any]]) -> None:
-    while closers:
-        closer = closers.pop()
+        """Release what ``build_services`` opened, newest first (every one is
+        closed even when another fails); a failure is logged, not raised."""
         try:
-            result = closer()
-            if inspect.isawaitable(result):
-                await result
+            await self.resources.aclose()
         except Exception:
-            logger.exception("closing a service failed", extra={"closer": repr(closer)})
+            logger.exception("closing a service failed")
 
 
 async def build_services(settings: Settings) -> Services:
@@ -82,28 +75,28 @@ async def build_services(settings: Settings) -> Services:
     from retrieval.factory import create_store
     from sirocco.db import make_engine, make_session_factory, upgrade_database
 
-    closers: list[Callable[[], Any]] = []
+    stack = AsyncExitStack()
     try:
         db_engine = make_engine(settings)
-        closers.append(db_engine.dispose)
+        stack.callback(db_engine.dispose)
         await asyncio.to_thread(upgrade_database, settings, engine=db_engine)
         session_factory = make_session_factory(db_engine)
 
         embedder = await asyncio.to_thread(create_embedder, settings)
         store = create_store(settings)
-        closers.append(store.close)
+        stack.callback(store.close)
         await asyncio.to_thread(store.ensure_collection, embedder.dim)
 
         # In the event loop thread: the in-process engine binds to this loop.
         engine = create_llm_engine(settings)
-        closers.append(engine.close)
+        stack.push_async_callback(engine.close)
 
         recorder = TraceRecorder(
             session_factory, background=settings.traces.background,
             spool_dir=settings.data_dir / "traces", user_salt=settings.auth.secret_key,
             default_consent=settings.traces.default_consent)
         # Closed before the database: queued trace writes are drained first.
-        closers.append(recorder.close)
+        stack.callback(recorder.close)
         from retrieval.rerank import create_reranker
 
         reranker = await asyncio.to_thread(create_reranker, settings)
@@ -119,11 +112,11 @@ async def build_services(settings: Settings) -> Services:
 
         celery_app = create_celery(settings)
         if hasattr(celery_app, "close"):
-            closers.append(celery_app.close)
+            stack.callback(celery_app.close)
         limiter = make_generation_limiter(settings)
-        closers.append(limiter.aclose)
+        stack.push_async_callback(limiter.aclose)
     except BaseException:
-        await _close_all(closers)
+        await stack.aclose()
         raise
     return Services(
         session_factory=session_factory,
@@ -136,6 +129,6 @@ async def build_services(settings: Settings) -> Services:
         store=store,
         embedder=embedder,
         limiter=limiter,
-        closers=closers,
+        resources=stack,
     )
 

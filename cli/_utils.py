@@ -4,6 +4,7 @@ session factory, the vector store, and queueing and following ingestion jobs."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -25,11 +26,28 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+#: Sirocco's own loggers; everything else logs warnings only (onnxruntime's
+#: quantizer alone writes ~400 INFO lines to the root logger while preparing).
+PRODUCT_LOGGERS = ("cli", "api", "workers", "assistant", "ingest", "retrieval", "llm",
+                   "traces", "sirocco")
+
+
 def setup_logging(level: str = "INFO") -> None:
-    """Log records to stderr (stdout is the command's output)."""
+    """Log records to stderr (stdout is the command's output): Sirocco's own at
+    ``level``, other libraries' from WARNING up."""
     logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+        level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr)
+    for name in PRODUCT_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+
+
+def quiet_engine_logs() -> None:
+    """vLLM logs INFO from each of its processes (~80 lines per start): warnings
+    only, unless VLLM_LOGGING_LEVEL says otherwise. Must run before vLLM is
+    imported (its processes inherit the variable); the CLI is the composition
+    root, so it may set the environment its children read."""
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 
 def fail(message: str) -> NoReturn:

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from cli._utils import console, fail, setup_logging
+from cli._utils import console, quiet_engine_logs, setup_logging
 from cli.ingest import register_and_enqueue
 from cli.keys import bootstrap_admin_key
 from sirocco.settings import Settings, get_settings
@@ -22,6 +22,7 @@ def serve(
 ) -> None:
     """Run the API server (starts the vLLM engine in this process)."""
     setup_logging()
+    quiet_engine_logs()
     import uvicorn
 
     from api.app import create_app
@@ -49,10 +50,7 @@ def worker(
     setup_logging()
     from workers.app import run_worker
 
-    try:
-        run_worker(get_settings(), loglevel=loglevel, concurrency=concurrency, stages=stage)
-    except ValueError as exc:
-        fail(str(exc))
+    run_worker(get_settings(), loglevel=loglevel, concurrency=concurrency, stages=stage)
 
 
 def up(
@@ -63,6 +61,7 @@ def up(
     """Everything on embedded defaults: migrate, prepare models, start a worker,
     ingest ``--ingest``, and serve the API in the foreground."""
     setup_logging()
+    quiet_engine_logs()
     settings = get_settings()
     from llm.models import prepare_models
     from sirocco.db import upgrade_database
@@ -75,7 +74,9 @@ def up(
 
     prepare_embedding_model(settings)
     # One worker per stage: parsing a large file never holds up embedding.
-    workers = [subprocess.Popen([sys.executable, "-m", "sirocco", "worker", "--stage", stage])
+    # Warnings only from the workers: the job's progress is what a person follows.
+    workers = [subprocess.Popen([sys.executable, "-m", "sirocco", "worker", "--stage", stage,
+                                 "--loglevel", "warning"])
                for stage in ("parse", "embed")]
     try:
         if ingest_path is not None:
