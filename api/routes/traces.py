@@ -93,6 +93,10 @@ def get_traces(
     where = TraceFilter(status=status, thumbs=thumbs or None, tools=tools, since=since,
                         until=until)
     viewer = viewer_of(principal, settings)
+    if services.recorder is not None:
+        # Traces are written in the background: a listing right after an
+        # answer must include it (as reading it does, see _settled).
+        services.recorder.flush(FLUSH_WAIT_S)
     with session_scope(services.session_factory) as session:
         return [TracePublic.model_validate(t) for t in list_traces(
             session=session, limit=limit, viewer=viewer, where=where)]
