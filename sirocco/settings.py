@@ -238,6 +238,9 @@ class ApiSettings(BaseModel):
     max_question_chars: int = Field(default=8000, ge=1)
     max_history_messages: int = Field(default=32, ge=0)
     max_tools: int = Field(default=16, ge=0)
+    web_dir: Path | None = Field(default=None, description=(
+        "The built web UI served at / (index.html, assets/, vendor/); default: web/dist "
+        "of the checkout, which `make web` builds."))
 
 
 class IngestSettings(BaseModel):
