@@ -208,11 +208,14 @@ def test_journey_upload_ask_cite_correct_review(stack: Server, keys: dict[str, s
     passage.wait_for()
     passage.get_by_text("HB-2231").first.wait_for()
     assert "harbor.md" in passage.inner_text()
+    # The supporting span (or, for an inferred citation, the located one) is
+    # highlighted, and the citation says which it is.
+    assert passage.locator("mark").count() >= 1
+    assert passage.locator("mark").first.inner_text().strip()
     label = chip.first.get_attribute("aria-label") or ""
-    if "inferred" not in label:
-        # A checked citation: the supporting span is highlighted.
-        assert passage.locator("mark").count() >= 1
-        assert passage.locator("mark").first.inner_text().strip()
+    kind = re.search(r"\((supported|not supported|inferred)\)$", label)
+    assert kind, label
+    assert passage.locator(".why").inner_text().startswith(kind.group(1))
     w.axe("chat with an open source")
     path = w.shot("05-chat-with-source")
     if os.environ.get("SIROCCO_UPDATE_DOCS_IMG"):
@@ -235,7 +238,7 @@ def test_journey_upload_ask_cite_correct_review(stack: Server, keys: dict[str, s
     conv.get_by_role("button", name=re.compile("^Rename")).first.click()
     conv.get_by_label("New title").fill("Harbor codes")
     conv.get_by_role("button", name="Save").click()
-    conv.get_by_role("button", name="Harbor codes").wait_for()
+    conv.get_by_role("button", name="Harbor codes", exact=True).wait_for()
     w.check_clean()
     sign_out(w)
 

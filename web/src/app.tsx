@@ -55,7 +55,8 @@ export function App() {
   if (!me) return <SignIn onSignedIn={setMe} />;
 
   const signOut = () => {
-    credential.clear();
+    // The key and everything else this tab kept for the user (tracked jobs).
+    sessionStorage.clear();
     setMe(null);
     location.hash = "";
   };

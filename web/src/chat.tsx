@@ -4,6 +4,7 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import { ApiError, api, get, streamChat } from "./api";
 import { Feedback } from "./feedback";
+import { Icon } from "./icons";
 import { renderMarkdown } from "./markdown";
 import { PendingCall } from "./pending";
 import { SourcesPanel } from "./sources";
@@ -284,9 +285,9 @@ function ConversationList({ items, active, onOpen, onChanged }: {
               <button type="button" class="link" aria-current={c.id === active ? "true" : undefined}
                 onClick={() => onOpen(c.id)}>{c.title || "Untitled"}</button>
               <button type="button" class="icon" aria-label={`Rename ${c.title}`}
-                onClick={() => { setEditing(c.id); setTitle(c.title); setError(null); }}>✎</button>
+                onClick={() => { setEditing(c.id); setTitle(c.title); setError(null); }}><Icon name="edit" /></button>
               <button type="button" class="icon" aria-label={`Delete ${c.title}`}
-                onClick={() => remove(c)}>🗑</button>
+                onClick={() => remove(c)}><Icon name="trash" /></button>
             </li>
           ),
         )}

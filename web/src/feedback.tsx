@@ -2,6 +2,7 @@
 // answer": the text as it should have been, stored as a correction on the trace.
 import { useState } from "preact/hooks";
 import { ApiError, api } from "./api";
+import { Icon } from "./icons";
 
 const REASONS = ["Wrong", "Not in the sources", "Incomplete", "Wrong source cited", "Other"];
 
@@ -47,9 +48,9 @@ export function Feedback({ traceId, answer }: { traceId: string; answer: string 
   return (
     <div class="feedback">
       <button type="button" class="ghost" aria-pressed={thumbs === 1} aria-label="Helpful"
-        title="Helpful" onClick={up}>👍</button>
+        title="Helpful" onClick={up}><Icon name="up" /></button>
       <button type="button" class="ghost" aria-pressed={thumbs === -1} aria-label="Not helpful"
-        title="Not helpful" onClick={down}>👎</button>
+        title="Not helpful" onClick={down}><Icon name="down" /></button>
       {saved && <span class="ok small" role="status">{saved}</span>}
       {error && <span class="error small" role="alert">{error}</span>}
       {open && (

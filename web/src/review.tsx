@@ -50,7 +50,7 @@ export function Review() {
       <ul class="review">
         {items.map((f) => (
           <li key={f.id} class="card">
-            <p>{f.thumbs === 1 ? "👍" : f.thumbs === -1 ? "👎" : ""} {f.reason ?? ""} <span class="muted small">{new Date(f.created_at).toLocaleString()} · trace {f.trace_id.slice(0, 8)}</span></p>
+            <p>{f.thumbs === 1 ? "Thumbs up" : f.thumbs === -1 ? "Thumbs down" : ""} {f.reason ?? ""} <span class="muted small">{new Date(f.created_at).toLocaleString()} · trace {f.trace_id.slice(0, 8)}</span></p>
             {f.comment && <p>{f.comment}</p>}
             {f.correction && <blockquote class="pre">{f.correction}</blockquote>}
             {f.review_status === "pending" ? (

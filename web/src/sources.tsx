@@ -9,7 +9,7 @@ import type { Citation, Passage, Source, Turn } from "./types";
 const EXPLAIN: Record<string, string> = {
   supported: "The cited passage contains the words of the claim (a lexical check, not proof).",
   unsupported: "The claim's words are not in this passage: the citation may point at the wrong text.",
-  inferred: "The model cited nothing; Sirocco attributed the answer to the top source. Not checked.",
+  inferred: "The model cited nothing; Sirocco attributed the answer to the top source. The highlight shows where the answer's words are in it: located, not checked.",
   unchecked: "This citation was not checked.",
 };
 
@@ -104,7 +104,7 @@ function Opened({ source }: { source: Source | Citation }) {
 
 /** Document offsets of the supporting spans, mapped into the passage text. */
 function spansOf(passage: Passage, citation: Citation | null): [number, number][] {
-  if (!citation || citation.inferred) return [];
+  if (!citation) return [];
   const doc: [number, number][] = [];
   for (const claim of citation.claims ?? []) {
     if (claim.snippet_start != null && claim.snippet_end != null) doc.push([claim.snippet_start, claim.snippet_end]);

@@ -111,7 +111,7 @@ function TraceView({ id, onClose }: { id: string; onClose: () => void }) {
       <h3>Feedback</h3>
       {t.feedback.length ? (
         <ul>{t.feedback.map((f) => (
-          <li key={f.id}>{f.thumbs === 1 ? "👍" : f.thumbs === -1 ? "👎" : ""} {f.reason} <span class="badge">{f.review_status}</span>
+          <li key={f.id}>{f.thumbs === 1 ? "Thumbs up" : f.thumbs === -1 ? "Thumbs down" : ""} {f.reason} <span class="badge">{f.review_status}</span>
             {f.correction && <blockquote class="pre">Correction: {f.correction}</blockquote>}</li>
         ))}</ul>
       ) : <p class="muted">None.</p>}
