@@ -23,8 +23,12 @@ function tracked(): string[] {
 
 export function Documents({ me }: { me: Me }) {
   const [jobIds, setJobIds] = useState<string[]>(tracked());
-  const [docs, setDocs] = useState<DocumentStatus[]>([]);
-  const refreshDocs = () => get<DocumentStatus[]>("/api/documents").then(setDocs).catch(() => {});
+  const [docs, setDocs] = useState<DocumentStatus[] | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const refreshDocs = () =>
+    get<DocumentStatus[]>("/api/documents")
+      .then((d) => { setDocs(d); setError(null); })
+      .catch((e) => setError(e instanceof ApiError ? e.message : String(e)));
   useEffect(() => {
     refreshDocs();
   }, []);
@@ -51,7 +55,8 @@ export function Documents({ me }: { me: Me }) {
           <h2 id="docs-title">Documents you can search</h2>
           <button type="button" class="ghost" onClick={refreshDocs}>Refresh</button>
         </div>
-        <DocumentTable docs={docs} />
+        {error && <p class="error" role="alert">{error}</p>}
+        {docs === null ? <p class="muted">Loading…</p> : <DocumentTable docs={docs} />}
       </section>
     </div>
   );
