@@ -310,7 +310,9 @@ def test_every_main_view_passes_axe(stack: Server, keys: dict[str, str], browser
 
 def test_html_in_answers_and_passages_is_shown_as_text(stack: Server, keys: dict[str, str],
                                                        browser: Any) -> None:
-    """The model or a document may contain HTML: it must never run or render."""
+    """The model or a document may contain HTML: it must never run or render.
+    The answer is stubbed (the small model cannot be made to write HTML or call
+    a side-effect tool on demand); the API side of both is unit-tested."""
     evil = '<script>window.__owned = 1</script><img src=x onerror="window.__owned = 2">'
     chunk = "0c1f5e8a-6b2d-5f3e-9a7c-1d2e3f4a5b6c"
     citation = {"n": 1, "chunk_id": chunk, "doc_id": "d1", "title": "Evil <b>doc</b>",
@@ -318,9 +320,17 @@ def test_html_in_answers_and_passages_is_shown_as_text(stack: Server, keys: dict
                 "snippet": evil, "score": 0.9, "chunk_ids": [chunk], "inferred": False,
                 "supported": True, "support": 1.0, "snippet_start": 0, "snippet_end": 8,
                 "claims": []}
+    pending = {"id": "call1", "name": "create_ticket", "pending_id": "p1",
+               "arguments": json.dumps({"title": "Printer <img src=x onerror=alert(1)>"})}
     frames = [{"type": "delta", "text": f"Here: {evil} **bold** [1]"},
+              {"type": "tool_pending", "tool_calls": [pending], "trace_id": None},
               {"type": "done", "citations": [citation], "sources": [citation],
                "trace_id": None, "conversation_id": "c1"}]
+    decided = {"id": "p1", "trace_id": None, "name": "create_ticket",
+               "arguments": pending["arguments"], "status": "done",
+               "result": json.dumps({"ticket": "IT-1042"}),
+               "created_at": "2026-12-05T10:00:00Z", "decided_at": "2026-12-05T10:00:09Z"}
+    approvals: list[Any] = []
     body = "".join(f"data: {json.dumps(f)}\n\n" for f in frames) + "data: [DONE]\n\n"
     passage = {"doc_id": "d1", "title": "Evil <b>doc</b>", "source": "evil.md", "page": None,
                "start_char": 0, "end_char": len(evil), "text": evil, "headings": [],
@@ -330,6 +340,9 @@ def test_html_in_answers_and_passages_is_shown_as_text(stack: Server, keys: dict
     sign_in(w, keys["ana"], "ana")
     w.page.route("**/api/chat", lambda r: r.fulfill(
         status=200, body=body, headers={"content-type": "text/event-stream"}))
+    w.page.route("**/api/tool-calls/p1", lambda r: (approvals.append(r.request.post_data_json),
+                                                   r.fulfill(status=200, body=json.dumps(decided),
+                                                             content_type="application/json")))
     w.page.route("**/api/documents/d1/passage*", lambda r: r.fulfill(
         status=200, body=json.dumps(passage), headers={"content-type": "application/json"}))
     answer = ask(w, "Show me something dangerous", streamed=False)
@@ -343,8 +356,14 @@ def test_html_in_answers_and_passages_is_shown_as_text(stack: Server, keys: dict
     assert shown.locator("script, img, b").count() == 0
     assert "Evil <b>doc</b>" in shown.inner_text()
     assert shown.locator("mark").first.inner_text() == "<script>"
-    assert w.page.evaluate("() => window.__owned") is None
+    # The pending tool call: a card to confirm, its arguments shown as text.
+    card = answer.get_by_role("region", name="Confirm create_ticket")
+    assert "onerror=alert(1)" in card.inner_text() and card.locator("img").count() == 0
     w.shot("11-html-as-text")
+    card.get_by_role("button", name="Confirm").click()
+    card.get_by_text("Status: done").wait_for()
+    assert "IT-1042" in card.inner_text() and approvals == [{"approve": True}]
+    assert w.page.evaluate("() => window.__owned") is None
     w.check_clean()
     w.close()
 
