@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: install models run test test-unit lint bench bench-engine bench-ingest clean
+.PHONY: install models web browser run test test-unit lint bench bench-engine bench-ingest clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,12 +30,31 @@ install: $(STAMP)
 models: $(STAMP)
 	$(BIN)/sirocco models prepare
 
-run: models
+# The web UI (web/): npm ci from the committed lockfile, then vite build into
+# web/dist (ignored by git), which the API serves at /. Rebuilt when a source changes.
+WEB_SRC := $(shell find web/src web/public -type f 2>/dev/null) web/index.html \
+           web/vite.config.ts web/tsconfig.json web/scripts/copy-vendor.mjs
+
+web/node_modules/.package-lock.json: web/package.json web/package-lock.json
+	cd web && npm ci
+	touch $@
+
+web/dist/index.html: web/node_modules/.package-lock.json $(WEB_SRC)
+	cd web && npm run build
+
+web: web/dist/index.html
+
+# Debian's Chromium for the browser tests (CI runs as root); elsewhere say what to do.
+browser:
+	@test -x /usr/bin/chromium || (apt-get update -q && apt-get install -y -q chromium) \
+	  || echo "warning: no /usr/bin/chromium: run 'apt-get install chromium' as root"
+
+run: models web
 	$(BIN)/sirocco up --ingest examples/docs
 
 # Lint first: a new import cycle, layer breach, type error or oversized
 # module fails CI before the tests run.
-test: models lint
+test: models web browser lint
 	$(BIN)/python -m pytest tests -ra
 
 test-unit: install
@@ -61,4 +80,4 @@ bench-ingest: models
 	$(BIN)/python bench/ingest.py
 
 clean:
-	rm -rf var .pytest_cache
+	rm -rf var .pytest_cache web/dist tests/e2e/artifacts

@@ -28,12 +28,15 @@ from api.routes import (
     health,
     jobs,
     keys,
+    me,
     metrics,
+    passages,
     sources,
     tool_calls,
     traces,
 )
 from api.services import Services, build_services
+from api.web import mount_web
 from sirocco import __version__
 from sirocco.secrets import with_secret_key
 from sirocco.settings import Settings, get_settings
@@ -85,10 +88,14 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
                        else keyed)
     app.include_router(metrics.router, dependencies=[] if "metrics" in settings.auth.open_endpoints
                        else keyed)
-    for module in (chat, documents, traces, exports, tool_calls, openai_routes):
+    for module in (me, chat, documents, passages, traces, exports, tool_calls, openai_routes):
         app.include_router(module.router, dependencies=keyed)
-    for module in (jobs, sources, keys):
+    # Jobs: each route takes an admin, except reading the job of one's own upload.
+    app.include_router(jobs.router, dependencies=keyed)
+    for module in (sources, keys):
         app.include_router(module.router, dependencies=[Depends(require_admin)])
+    # The web UI and its files are open: the page asks for a key and sends it itself.
+    mount_web(app, settings)
     return app
 
 

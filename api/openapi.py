@@ -6,9 +6,9 @@ example then lacks its required ``error: null`` and no longer validates.
 ``install_openapi`` builds the schema the usual way once, then puts each
 component's examples back as the model itself declares them.
 
-``/openapi.json`` and ``/docs`` (Swagger UI) are ordinary routes here, so the
-app can mount them behind an API key like every other endpoint (unless
-``auth.open_endpoints`` lists "docs").
+``/openapi.json`` and ``/docs`` (Swagger UI, from the files ``make web``
+builds) are ordinary routes here, so the app can mount them behind an API key
+like every other endpoint (unless ``auth.open_endpoints`` lists "docs").
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+
+from api.web import docs_page
 
 # The packages whose models we publish.
 OUR_PACKAGES = frozenset({"api", "assistant", "traces", "sirocco", "llm"})
@@ -70,6 +71,7 @@ async def openapi_json(request: Request) -> JSONResponse:
 
 
 @router.get("/docs", include_in_schema=False)
-async def swagger_ui(request: Request) -> HTMLResponse:
-    """Swagger UI over ``/openapi.json``."""
-    return get_swagger_ui_html(openapi_url="/openapi.json", title="Sirocco API")
+async def swagger_ui(request: Request) -> Response:
+    """Swagger UI over ``/openapi.json``, from local files (``api.web``): FastAPI's
+    default page loads them from a CDN, blank on a network without internet."""
+    return docs_page(request.app.state.settings)

@@ -84,6 +84,15 @@ class ChatRequest(BaseModel):
             tools=ToolSpec(server=tuple(tools), choice=tool_choice_for(self.tool_choice, tools)))
 
 
+class ConversationRename(BaseModel):
+    """A new title for one of the caller's conversations."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"title": "Travel: booking classes"}]})
+
+    title: str = Field(min_length=1, max_length=120)
+
+
 class AcceptedDocument(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -198,6 +207,7 @@ class JobPublic(BaseModel):
                     "kind": "sync",
                     "source_id": "5d1c0e7a-2b3c-4d5e-8f9a-0b1c2d3e4f5a",
                     "state": "running",
+                    "created_by": None,
                     "total": 40,
                     "done": 31,
                     "failed": 1,
@@ -219,6 +229,8 @@ class JobPublic(BaseModel):
     kind: str
     source_id: str | None
     state: str
+    #: The user whose upload made the job (None for syncs and CLI runs).
+    created_by: str | None = None
     total: int
     done: int
     failed: int

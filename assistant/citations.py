@@ -234,8 +234,25 @@ def resolve_citations(
                 claims[n].append(_claim(checker, sentence.text, texts[n], by_number[n]))
     citations = [_citation(by_number[n], found) for n, found in claims.items()]
     if not citations and sources and answer.strip() and not says_not_found(answer):
-        citations = [Citation(**sources[0].model_dump(), inferred=True)]
+        citations = [_inferred(sources[0], answer, texts, checker)]
     return citations, dropped
+
+
+def _inferred(source: Source, answer: str, texts: Mapping[int, str] | None,
+              checker: SupportChecker | None) -> Citation:
+    """The top source as an inferred citation; with its text, ``snippet`` and its
+    offsets locate the sentence of it that shares most words with the answer
+    (so a reader can find where the answer may come from). Located, not checked:
+    ``supported`` stays None and there are no claims."""
+    fields = source.model_dump()
+    text = texts.get(source.n) if texts is not None else None
+    if text and checker is not None:
+        snippet, lo, hi = checker.best_snippet(answer, text)
+        exact = source.end_char - source.start_char == len(text)
+        fields.update(snippet=" ".join(snippet.split()) or source.snippet,
+                      snippet_start=source.start_char + lo if exact else None,
+                      snippet_end=source.start_char + hi if exact else None)
+    return Citation(**fields, inferred=True)
 
 
 def _claim(checker: SupportChecker, sentence: str, text: str, source: Source) -> CitedClaim:

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, session
 
 from assistant.schemas import AnswerEvent
 from sirocco.db import Base, session_scope, utcnow
-from sirocco.errors import NotFoundError
+from sirocco.errors import InvalidInputError, NotFoundError
 from sirocco.principal import Principal
 from sirocco.types import ChatMessage
 from traces.models import Trace
@@ -190,6 +190,21 @@ class Conversations:
             conv = self._owned(session, conversation_id, owner)
             detail = ConversationDetail.model_validate(conv)
             return detail.model_copy(update={"turn_count": len(detail.turns)})
+
+    def rename(self, conversation_id: str, *, owner: Principal,
+               title: str) -> ConversationSummary:
+        """Give one of the caller's conversations a new title (whitespace collapsed,
+        at most ``TITLE_CHARS``); ``InvalidInputError`` for a blank one,
+        ``NotFoundError`` for anyone else's."""
+        title = " ".join(title.split())[:TITLE_CHARS]
+        if not title:
+            raise InvalidInputError("the title is blank; give it some text", param="title")
+        with session_scope(self._session_factory) as session:
+            conv = self._owned(session, conversation_id, owner)
+            conv.title = title
+            session.flush()
+            return ConversationSummary.model_validate(conv).model_copy(
+                update={"turn_count": len(conv.turns)})
 
     def delete(self, conversation_id: str, *, owner: Principal,
                with_traces: bool = False) -> int:

@@ -86,7 +86,9 @@ class Citation(Source):
     ``inferred``: False when the model wrote the ``[n]`` marker itself; True
     when the model cited nothing and Sirocco attributed the answer to the top
     source (a guess, never checked; the not-found answer gets none). Clients
-    should show it as such ("inferred"), not as the model's citation.
+    should show it as such ("inferred"), not as the model's citation. Its
+    ``snippet`` (at ``snippet_start``..``snippet_end``) is then the sentence of
+    the source sharing most words with the answer: located, not checked.
 
     ``supported``: whether every sentence citing this source shares enough of
     its content words with the chunk (``assistant.citation_min_support``, with

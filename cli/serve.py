@@ -108,7 +108,8 @@ def _print_welcome(settings: Settings, admin_key: str | None) -> None:
                       "`.venv/bin/sirocco keys create --user NAME [--admin]`.",
                       markup=False, highlight=False)
     console.print(
-        f"\nSirocco is starting on {base} (the engine takes about a minute).\nAsk with:\n"
+        f"\nSirocco is starting on {base} (the engine takes about a minute).\n"
+        f"Open {base}/ in a browser and sign in with an API key, or ask with:\n"
         f"  curl -N {base}/api/chat -H 'content-type: application/json' "
         f"-H 'Authorization: Bearer {key}' "
         '-d \'{"question": "What is the Zephyr project code?"}\'\n'

@@ -52,13 +52,15 @@ class JobReport:
 
 
 def create_job(
-    *, session: Session, tenant: str, kind: str, source_id: str | None = None
+    *, session: Session, tenant: str, kind: str, source_id: str | None = None,
+    created_by: str | None = None,
 ) -> Job:
-    """A new queued job (flushed, not committed). Raises ``InvalidInputError``
-    for an unknown kind."""
+    """A new queued job (flushed, not committed); ``created_by``: the user whose
+    upload it is. Raises ``InvalidInputError`` for an unknown kind."""
     if kind not in JOB_KINDS:
         raise InvalidInputError(f"unknown job kind {kind!r}; expected one of {JOB_KINDS}")
     job = Job(tenant=tenant, kind=kind, source_id=source_id, state="queued",
+              created_by=created_by,
               total=0, done=0, failed=0, skipped=0, cancelled=0, removed=0)
     session.add(job)
     session.flush()

@@ -120,6 +120,9 @@ class Job(Base):
     # No foreign key: a job outlives the source it synced (history).
     source_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
     state: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    # The user whose upload made the job (None for syncs and CLI runs): they may
+    # follow it (``GET /api/jobs/{id}``) without being an admin.
+    created_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
     total: Mapped[int] = mapped_column(Integer, default=0)
     done: Mapped[int] = mapped_column(Integer, default=0)
     failed: Mapped[int] = mapped_column(Integer, default=0)

@@ -60,6 +60,8 @@ def qdrant_filter(f: SearchFilter) -> qm.Filter | None:
     if f.caller is not None:
         any_of("acl", f.caller.acl_entries())
     any_of("doc_id", f.doc_ids)
+    if f.chunk_ids is not None:
+        must.append(qm.HasIdCondition(has_id=list(f.chunk_ids)))
     any_of("source_id", f.source_ids)
     any_of("mime_type", f.mime_types)
     any_of("tags", f.tags)

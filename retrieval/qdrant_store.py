@@ -357,5 +357,3 @@ class QdrantStore:
         logger.info("created collection", extra={"collection": name, "alias": self.collection,
                                                  "dim": dim})
 
-
-# -- points, payloads, filters --------------------------------------------------------------

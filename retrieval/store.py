@@ -28,6 +28,8 @@ class SearchFilter:
     caller: Principal | None = None
     tenant: str | None = None
     doc_ids: Sequence[str] | None = None
+    #: Point ids (``Chunk.id``): read given chunks, e.g. the passage a citation names.
+    chunk_ids: Sequence[str] | None = None
     source_ids: Sequence[str] | None = None
     mime_types: Sequence[str] | None = None
     tags: Sequence[str] | None = None

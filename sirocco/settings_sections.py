@@ -129,6 +129,9 @@ class ApiSettings(BaseModel):
         "Most history messages one chat request may carry; more are refused with a 4xx."))
     max_tools: int = Field(default=16, ge=0, description=(
         "Most tools one OpenAI-compatible chat request may send; more are refused with a 4xx."))
+    web_dir: Path | None = Field(default=None, description=(
+        "The built web UI served at / (index.html, assets/, vendor/); default: web/dist "
+        "of the checkout, which `make web` builds."))
 
 
 class IngestSettings(BaseModel):

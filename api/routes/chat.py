@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from api.auth import PrincipalDep
 from api.deps import ServicesDep, SettingsDep
-from api.schemas import ERROR_RESPONSES, ChatRequest
+from api.schemas import ERROR_RESPONSES, ChatRequest, ConversationRename
 from api.sse import SSEResponse, sse_stream
 from assistant.answers import collect_answer
 from assistant.conversations import (
@@ -106,6 +106,16 @@ def get_conversation(conversation_id: str, services: ServicesDep,
                      principal: PrincipalDep) -> ConversationDetail:
     """One of the caller's conversations with its turns (404 for anyone else's)."""
     return Conversations(services.session_factory).get(conversation_id, owner=principal)
+
+
+@router.patch("/api/conversations/{conversation_id}", response_model=ConversationSummary,
+              tags=["conversations"], responses=_NOT_FOUND)
+def rename_conversation(conversation_id: str, body: ConversationRename, services: ServicesDep,
+                        principal: PrincipalDep) -> ConversationSummary:
+    """Rename one of the caller's conversations (404 for anyone else's; 400 for a
+    blank title)."""
+    return Conversations(services.session_factory).rename(conversation_id, owner=principal,
+                                                          title=body.title)
 
 
 @router.delete("/api/conversations/{conversation_id}", status_code=204,

@@ -82,7 +82,7 @@ async def upload_documents(
                         max_bytes=limit,
                         max_file_bytes=int(settings.ingest.max_file_mb * 1024 * 1024),
                         access=upload_access(principal, visibility, groups))
-        job = UploadJob(services, principal.tenant, intake.root)
+        job = UploadJob(services, principal.tenant, intake.root, principal.user)
         accepted = await accept_uploads(files, services=job.services(), intake=intake)
     return UploadAccepted(documents=accepted, job_id=job.job_id)
 
@@ -122,8 +122,10 @@ class UploadJob:
     ``accept_uploads``: registered documents get the source, and the queued ones
     become the items of an "upload" job created just before they are enqueued."""
 
-    def __init__(self, services: Services, tenant: str, uploads_root: Path) -> None:
+    def __init__(self, services: Services, tenant: str, uploads_root: Path,
+                 user: str | None = None) -> None:
         self._base, self._tenant, self._root = services, tenant, uploads_root
+        self._user = user  # the job's creator: they may follow it
         self.job_id: str | None = None
 
     def services(self) -> Services:
@@ -142,7 +144,8 @@ class UploadJob:
     def _enqueue(self, celery_app: Any, doc_ids: Any) -> Any:
         with session_scope(self._base.session_factory) as session:
             docs = [d for i in doc_ids if (d := session.get(Document, i)) is not None]
-            job = create_job(session=session, tenant=self._tenant, kind="upload")
+            job = create_job(session=session, tenant=self._tenant, kind="upload",
+                             created_by=self._user)
             add_items(job, docs, session=session)
             finish_if_complete(session=session, job_id=job.id)
             self.job_id = job.id

@@ -1,4 +1,9 @@
-"""Ingestion jobs: progress, per-file errors, cancel and retry."""
+"""Ingestion jobs: progress, per-file errors, cancel and retry.
+
+Admin keys manage the tenant's jobs. The user whose upload made a job may
+follow that one job (``GET /api/jobs/{id}``), with file names instead of
+server paths; for anyone else of the tenant it does not exist (404).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.auth import AdminDep
+from api.auth import AdminDep, PrincipalDep
 from api.deps import ServicesDep
 from api.schemas import ERROR_RESPONSES, JobItemPublic, JobPublic
 from api.services import Services
 from ingest.jobs import JobReport, cancel_job, get_report, list_jobs, retry_failed
 from sirocco.db import session_scope
 from sirocco.errors import NotFoundError
+from sirocco.principal import Principal
 
 router = APIRouter(tags=["jobs"], responses=ERROR_RESPONSES)
 
@@ -41,6 +47,18 @@ def load_job(services: Services, job_id: str, *, tenant: str) -> JobPublic:
     return job
 
 
+def job_for(services: Services, job_id: str, principal: Principal) -> JobPublic:
+    """The job for an admin of its tenant, or for the user whose upload made it
+    (items named by file, not server path); ``NotFoundError`` for anyone else."""
+    job = load_job(services, job_id, tenant=principal.tenant)
+    if principal.is_admin:
+        return job
+    if principal.user is None or job.created_by != principal.user:
+        raise NotFoundError(f"job {job_id!r} not found")
+    return job.model_copy(update={"items": [i.model_copy(update={"path": i.filename})
+                                            for i in job.items]})
+
+
 @router.get("/api/jobs", response_model=list[JobPublic])
 def get_jobs(
     services: ServicesDep,
@@ -56,9 +74,10 @@ def get_jobs(
 
 
 @router.get("/api/jobs/{job_id}", response_model=JobPublic)
-def get_job(job_id: str, services: ServicesDep, admin: AdminDep) -> JobPublic:
-    """State, counts, progress and items (file, state, error) of one job."""
-    return load_job(services, job_id, tenant=admin.tenant)
+def get_job(job_id: str, services: ServicesDep, principal: PrincipalDep) -> JobPublic:
+    """State, counts, progress and items (file, state, error) of one job: for an
+    admin key, or for the user who uploaded its files (404 for anyone else)."""
+    return job_for(services, job_id, principal)
 
 
 @router.post("/api/jobs/{job_id}/cancel", response_model=JobPublic)

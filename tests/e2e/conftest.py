@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,15 +106,16 @@ def _ingest(env: dict[str, str], folder: Path) -> dict[str, str]:
     return ids
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A running server with three ingested documents (per module: its engine
-    is stopped before the integration tier starts its own)."""
+@contextmanager
+def running_stack(root: Path, *, worker: bool = False,
+                  extra_env: dict[str, str] | None = None) -> Iterator[Server]:
+    """The server (and with ``worker`` a Celery worker on both stages, on the
+    embedded broker, as ``sirocco up`` runs them) over a data folder in
+    ``root`` holding the three ingested documents; stopped on exit."""
     if importlib.util.find_spec("vllm") is None:
         unavailable("vllm is not installed (the `cpu` extra)")
     if not (MODELS / "prepared.json").exists():
         unavailable("bundled models not prepared: run `sirocco models prepare` (make test does)")
-    root = tmp_path_factory.mktemp("e2e")
     folder = root / "docs"
     folder.mkdir()
     for name, text in {"zephyr.md": ZEPHYR, "travel.md": TRAVEL, "board.md": BOARD}.items():
@@ -133,19 +136,26 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "TOKENIZERS_PARALLELISM": "false",
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
+        **(extra_env or {}),
     })
     docs = _ingest(env, folder)
     log = root / "server.log"
-    proc = subprocess.Popen(
+    procs = [subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "api.app:app_from_env",
          "--host", "127.0.0.1", "--port", str(port)],
         cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-        start_new_session=True)
+        start_new_session=True)]
+    if worker:
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "sirocco", "worker"], cwd=REPO, env=env,
+            stdout=(root / "worker.log").open("w"), stderr=subprocess.STDOUT,
+            start_new_session=True))
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
-            assert proc.poll() is None, f"server exited:\n{log.read_text()[-4000:]}"
+            for proc in procs:
+                assert proc.poll() is None, f"{proc.args} exited:\n{log.read_text()[-4000:]}"
             assert time.monotonic() < deadline, f"server not up:\n{log.read_text()[-4000:]}"
             try:
                 if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
@@ -155,9 +165,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             time.sleep(1)
         yield Server(base_url=base, env=env, docs=docs, log=log)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A running server with three ingested documents (per module: its engine
+    is stopped before the integration tier starts its own)."""
+    with running_stack(tmp_path_factory.mktemp("e2e")) as running:
+        yield running

@@ -37,8 +37,8 @@ from traces.recorder import TraceRecorder
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(env="test", data_dir=tmp_path)
+def settings(tmp_path: Path, web_build: Path) -> Settings:
+    return Settings(env="test", data_dir=tmp_path, api={"web_dir": web_build})
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ async def test_health_is_open_and_everything_else_needs_a_key(app) -> None:
 
 
 async def test_docs_and_metrics_with_a_key_or_opened_by_settings(app, factory, tmp_path,
-                                                                 store) -> None:
+                                                                 store, web_build) -> None:
     raw = key(factory)
     async with client(app) as c:
         schema = await c.get("/openapi.json", headers=bearer(raw))
@@ -113,7 +113,8 @@ async def test_docs_and_metrics_with_a_key_or_opened_by_settings(app, factory, t
         docs = await c.get("/docs", headers=bearer(raw))
         assert docs.status_code == 200 and "swagger" in docs.text.lower()
         assert (await c.get("/metrics", headers=bearer(raw))).status_code == 200
-    opened = Settings(env="test", data_dir=tmp_path, auth={"open_endpoints": ["docs", "metrics"]})
+    opened = Settings(env="test", data_dir=tmp_path, auth={"open_endpoints": ["docs", "metrics"]},
+                      api={"web_dir": web_build})
     async with client(make_app(opened, factory, store)) as c:
         for path in ("/openapi.json", "/docs", "/metrics"):
             assert (await c.get(path)).status_code == 200, path

@@ -108,6 +108,20 @@ def test_the_not_found_answer_gets_no_inferred_citation() -> None:
     assert [(c.n, c.inferred, c.supported) for c in citations] == [(1, True, None)]
 
 
+def test_an_inferred_citation_locates_the_passage_closest_to_the_answer() -> None:
+    """Not checked (supported stays None, no claims), but the reader is shown
+    where in the top source the answer's words are: the offsets a UI highlights."""
+    sources = [_source(1, TRAVEL), _source(2, PARKING, start=5000)]
+    [c], _ = resolve_citations("You may fly business class on longer flights.", sources,
+                               {1: TRAVEL, 2: PARKING})
+    assert (c.inferred, c.supported, c.support, c.claims) == (True, None, None, [])
+    assert c.snippet.startswith("Business class is allowed")
+    assert TRAVEL[c.snippet_start - 1000:c.snippet_end - 1000] == c.snippet
+    # Without the texts (nothing to search) it keeps the source's own snippet.
+    [c], _ = resolve_citations("You may fly business class.", sources)
+    assert (c.snippet, c.snippet_start) == (TRAVEL[:40], None)
+
+
 # ------------------------------------------------------------ through the assistant
 
 
