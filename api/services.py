@@ -10,12 +10,12 @@ import logging
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from assistant.service import Assistant
+from ingest.intake import RegisterFiles
 from llm.admission import GenerationLimiter, make_generation_limiter
 from llm.engine import Engine
 from retrieval.store import Store
@@ -23,14 +23,6 @@ from sirocco.settings import Settings
 from traces.recorder import TraceRecorder
 
 logger = logging.getLogger(__name__)
-
-
-class RegisterFiles(Protocol):
-    """``ingest.service.register_files``: one ``Document`` per path, status
-    "queued"; ``access`` (an ``ingest.service.Access``) says who sees them."""
-
-    def __call__(self, paths: Sequence[Path], *, session: Session,
-                 tenant: str = "default", access: Any = None) -> list[Any]: ...
 
 
 class EnqueueDocuments(Protocol):

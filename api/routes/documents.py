@@ -1,31 +1,27 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
+from starlette.types import Message, Receive
 
 from api.auth import PrincipalDep
 from api.deps import ServicesDep, SettingsDep
-from api.documents import (
+from api.schemas import ERROR_RESPONSES, AcceptedDocument, DocumentStatus, UploadAccepted
+from api.services import Services
+from ingest.intake import (
     Intake,
+    IntakePorts,
     accept_uploads,
-    capped_receive,
-    document_status,
-    list_documents,
     tenant_uploads,
     too_large,
     upload_access,
+    visible_document,
+    visible_documents,
 )
-from api.schemas import ERROR_RESPONSES, DocumentStatus, UploadAccepted
-from api.services import Services
-from ingest.jobs import add_items, create_job, finish_if_complete
-from ingest.models import Document
-from ingest.sources import uploads_source
 from sirocco.db import session_scope
 
 router = APIRouter(tags=["documents"], responses=ERROR_RESPONSES)
@@ -81,13 +77,46 @@ async def upload_documents(
                         root=tenant_uploads(settings.uploads_path, principal.tenant),
                         max_bytes=limit,
                         max_file_bytes=int(settings.ingest.max_file_mb * 1024 * 1024),
-                        access=upload_access(principal, visibility, groups))
-        job = UploadJob(services, principal.tenant, intake.root, principal.user)
-        accepted = await accept_uploads(files, services=job.services(), intake=intake)
-    return UploadAccepted(documents=accepted, job_id=job.job_id)
+                        access=upload_access(principal, visibility, groups),
+                        user=principal.user)
+        done = await accept_uploads(files, intake=intake, ports=intake_ports(services))
+    return UploadAccepted(job_id=done.job_id, documents=[
+        AcceptedDocument(id=d.id, status=d.status, title=d.title, filename=d.filename)
+        for d in done.documents])
 
 
-def _principals(principal: PrincipalDep) -> set[str] | None:
+def intake_ports(services: Services) -> IntakePorts:
+    """Intake's database, ``register_files`` and broker, from the app's services."""
+    def enqueue(doc_ids: Sequence[str], job_id: str | None) -> Any:
+        return services.enqueue_documents(services.celery_app, doc_ids,
+                                          job_id=job_id)  # type: ignore[call-arg]
+
+    return IntakePorts(session_factory=services.session_factory,
+                       register=services.register_files, enqueue=enqueue)
+
+
+def capped_receive(receive: Receive, max_bytes: int, *, limit_bytes: int) -> Receive:
+    """``receive`` (ASGI) that counts the request body and raises ``too_large(limit_bytes)``
+    as soon as more than ``max_bytes`` have arrived, so an upload without
+    Content-Length is cut at the limit instead of being spooled whole. Starlette's
+    form parser closes (and so deletes) the temporary files of the parts read so
+    far when it raises."""
+    seen = 0
+
+    async def counted() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > max_bytes:
+                raise too_large(limit_bytes)
+        return message
+
+    return counted
+
+
+
+def _acl_entries(principal: PrincipalDep) -> set[str] | None:
     """ACL entries limiting what the caller sees; None for admins (whole tenant)."""
     return None if principal.is_admin else set(principal.acl_entries())
 
@@ -103,9 +132,9 @@ def get_documents(
     """The caller's tenant's documents, newest first: all of them for an admin
     key, otherwise those the caller may see (document ACL)."""
     with session_scope(services.session_factory) as session:
-        return list_documents(session=session, tenant=principal.tenant,
-                              principals=_principals(principal), status=status, limit=limit,
-                              offset=offset)
+        return [DocumentStatus.model_validate(d) for d in visible_documents(
+            session=session, tenant=principal.tenant, acl_entries=_acl_entries(principal),
+            status=status, limit=limit, offset=offset)]
 
 
 @router.get("/api/documents/{doc_id}", response_model=DocumentStatus)
@@ -113,42 +142,6 @@ def get_document(doc_id: str, services: ServicesDep, principal: PrincipalDep) ->
     """Ingestion status of one document: status, error, chunk_count (404 for
     documents of other tenants or that the caller may not see)."""
     with session_scope(services.session_factory) as session:
-        return document_status(session=session, doc_id=doc_id, tenant=principal.tenant,
-                               principals=_principals(principal))
-
-
-class UploadJob:
-    """Makes an upload a job of the tenant's "uploads" source, around
-    ``accept_uploads``: registered documents get the source, and the queued ones
-    become the items of an "upload" job created just before they are enqueued."""
-
-    def __init__(self, services: Services, tenant: str, uploads_root: Path,
-                 user: str | None = None) -> None:
-        self._base, self._tenant, self._root = services, tenant, uploads_root
-        self._user = user  # the job's creator: they may follow it
-        self.job_id: str | None = None
-
-    def services(self) -> Services:
-        """A copy of the services whose register/enqueue do the above."""
-        return replace(self._base, register_files=self._register,
-                       enqueue_documents=self._enqueue)
-
-    def _register(self, paths: Any, *, session: Session, tenant: str = "default",
-                  access: Any = None) -> list[Any]:
-        docs = self._base.register_files(paths, session=session, tenant=tenant, access=access)
-        source = uploads_source(session=session, tenant=tenant, path=self._root)
-        for doc in docs:
-            doc.source_id = source.id
-        return docs
-
-    def _enqueue(self, celery_app: Any, doc_ids: Any) -> Any:
-        with session_scope(self._base.session_factory) as session:
-            docs = [d for i in doc_ids if (d := session.get(Document, i)) is not None]
-            job = create_job(session=session, tenant=self._tenant, kind="upload",
-                             created_by=self._user)
-            add_items(job, docs, session=session)
-            finish_if_complete(session=session, job_id=job.id)
-            self.job_id = job.id
-        logger.info("upload job", extra={"job_id": self.job_id, "documents": len(docs)})
-        return self._base.enqueue_documents(celery_app, doc_ids,
-                                            job_id=self.job_id)  # type: ignore[call-arg]
+        return DocumentStatus.model_validate(visible_document(
+            session=session, doc_id=doc_id, tenant=principal.tenant,
+            acl_entries=_acl_entries(principal)))

@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict
 
 from api.auth import PrincipalDep
 from api.deps import ServicesDep
-from api.documents import document_status
 from api.schemas import ERROR_RESPONSES
+from ingest.intake import visible_document
 from retrieval.passages import MAX_PASSAGE_CHUNKS, read_passage
 from sirocco.db import session_scope
 from sirocco.errors import InvalidInputError, UnavailableError
@@ -85,12 +85,12 @@ async def get_passage(
                                     "citations give them)", param="chunk_id")
     # The ACL applies to admins too, as it does to their answers: a passage is
     # content, which an admin key does not open (it manages, it does not read).
-    principals = set(principal.acl_entries())
+    acl_entries = set(principal.acl_entries())
 
     def check() -> None:
         with session_scope(services.session_factory) as session:
-            document_status(session=session, doc_id=doc_id, tenant=principal.tenant,
-                            principals=principals)
+            visible_document(session=session, doc_id=doc_id, tenant=principal.tenant,
+                             acl_entries=acl_entries)
 
     await asyncio.to_thread(check)
     if services.store is None or services.embedder is None:

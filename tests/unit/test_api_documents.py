@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
-from api.documents import Intake, sanitize_filename, tenant_uploads
 from api.services import Services
 from assistant.service import Assistant
+from ingest.intake import Intake, sanitize_filename, tenant_uploads
 from ingest.models import Document
 from sirocco.db import Base, make_engine, make_session_factory
 from sirocco.errors import DocumentTooLargeError, InvalidInputError, UnsupportedFormatError
@@ -312,20 +312,18 @@ async def test_legacy_doc_is_415_with_a_hint(settings, factory) -> None:
 
 
 async def test_single_file_over_the_per_file_limit_is_413(settings, factory) -> None:
-    from api.documents import accept_uploads
-    from api.services import Services
+    from ingest.intake import IntakePorts, accept_uploads
 
     ingest = FakeIngest(factory)
-    services = Services(session_factory=factory, assistant=None, celery_app=CELERY,
-                        register_files=ingest.register_files,
-                        enqueue_documents=ingest.enqueue_documents)
+    ports = IntakePorts(session_factory=factory, register=ingest.register_files,
+                        enqueue=lambda ids, job_id: ingest.enqueue_documents(CELERY, ids))
 
     class _Upload:
         filename = "big.txt"
         file = io.BytesIO(b"x" * (3 * MB // 2))
 
     with pytest.raises(DocumentTooLargeError) as err:
-        await accept_uploads([_Upload()], services=services, intake=Intake(
+        await accept_uploads([_Upload()], ports=ports, intake=Intake(
             tenant="default", root=settings.uploads_path, max_bytes=3 * MB, max_file_bytes=MB))
     assert err.value.message == "big.txt: file too large (1.5 MB); the limit is 1 MB per file"
     assert saved_files(settings) == [] and ingest.registered == []

@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
-from api.documents import tenant_uploads
 from api.services import Services
 from assistant.service import Assistant
+from ingest.intake import tenant_uploads
 from ingest.models import Document
 from ingest.service import register_files
 from sirocco.auth.keys import create_key

@@ -2,7 +2,11 @@
 
 Order matters: files are written, the documents are registered and committed,
 and only then queued, so a worker never looks for a row that is not there yet.
-If registering fails the saved files are removed again.
+If registering fails the saved files are removed again. An upload is visible
+to its uploader unless they choose their groups (``upload_access``), lands in
+the tenant's own folder (``tenant_uploads``), and becomes an "upload" job its
+uploader may follow. The API's upload route calls ``accept_uploads``; the
+ASGI side (counting a body without Content-Length) stays in the API.
 """
 
 from __future__ import annotations
@@ -14,20 +18,19 @@ import re
 import shutil
 import unicodedata
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal, Protocol
+from typing import Any, BinaryIO, Literal, Protocol
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
-from starlette.types import Message, Receive
+from sqlalchemy.orm import Session, sessionmaker
 
-from api.schemas import AcceptedDocument, DocumentStatus
-from api.services import Services
+from ingest.jobs import add_items, create_job, finish_if_complete
 from ingest.models import Document
 from ingest.parsers import detect_format
 from ingest.service import Access
+from ingest.sources import uploads_source
 from sirocco.db import session_scope
 from sirocco.errors import (
     DocumentTooLargeError,
@@ -61,13 +64,51 @@ VISIBILITIES: tuple[str, ...] = ("private", "groups", "tenant")
 @dataclass(frozen=True, slots=True)
 class Intake:
     """For whom and where an upload is stored: the tenant, its own uploads
-    folder (``tenant_uploads``), the size limits and who may see the files."""
+    folder (``tenant_uploads``), the size limits, who may see the files and
+    who uploaded them (they may follow the job)."""
 
     tenant: str
     root: Path
     max_bytes: int
     max_file_bytes: int
     access: Access | None = None
+    user: str | None = None
+
+class RegisterFiles(Protocol):
+    """``ingest.service.register_files``: one ``Document`` per path."""
+
+    def __call__(self, paths: Sequence[Path], *, session: Session, tenant: str = "default",
+                 access: Access | None = None) -> list[Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class IntakePorts:
+    """What intake writes through: the database, ``register_files``, and
+    ``enqueue(doc_ids, job_id)`` (the broker)."""
+
+    session_factory: sessionmaker[Session]
+    register: RegisterFiles
+    enqueue: Callable[[Sequence[str], str | None], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """One uploaded file as registered: its document id and status ("queued",
+    or "duplicate" of a document with the same content and visibility)."""
+
+    id: str
+    status: str
+    title: str
+    filename: str
+
+
+@dataclass(frozen=True, slots=True)
+class Intaken:
+    """An upload's documents and the job following them (None: nothing queued)."""
+
+    documents: list[Accepted]
+    job_id: str | None
+
 
 
 def tenant_uploads(uploads_path: Path, tenant: str) -> Path:
@@ -130,31 +171,13 @@ def too_large(limit_bytes: int) -> DocumentTooLargeError:
     return DocumentTooLargeError(f"upload too large: the limit is {mb:g} MB per request")
 
 
-def capped_receive(receive: Receive, max_bytes: int, *, limit_bytes: int) -> Receive:
-    """``receive`` (ASGI) that counts the request body and raises ``too_large(limit_bytes)``
-    as soon as more than ``max_bytes`` have arrived, so an upload without
-    Content-Length is cut at the limit instead of being spooled whole. Starlette's
-    form parser closes (and so deletes) the temporary files of the parts read so
-    far when it raises."""
-    seen = 0
-
-    async def counted() -> Message:
-        nonlocal seen
-        message = await receive()
-        if message["type"] == "http.request":
-            seen += len(message.get("body", b""))
-            if seen > max_bytes:
-                raise too_large(limit_bytes)
-        return message
-
-    return counted
-
-
-async def accept_uploads(files: Sequence[Upload], *, services: Services,
-                         intake: Intake) -> list[AcceptedDocument]:
+async def accept_uploads(files: Sequence[Upload], *, intake: Intake,
+                         ports: IntakePorts) -> Intaken:
     """Save ``files`` under ``intake.root/<uuid>/<name>``, register them with
-    ``intake.access``, commit, then queue them. ``intake.max_bytes`` bounds the
-    total size of all files, ``intake.max_file_bytes`` each one.
+    ``intake.access`` as documents of the tenant's "uploads" source, commit,
+    then queue the new ones as the items of an "upload" job (created by
+    ``intake.user``, who may follow it). ``intake.max_bytes`` bounds the total
+    size of all files, ``intake.max_file_bytes`` each one.
 
     Raises ``DocumentTooLargeError`` (nothing kept), ``UnsupportedFormatError``
     for a file type no parser reads (nothing kept), ``InvalidInputError`` for a
@@ -183,52 +206,54 @@ async def accept_uploads(files: Sequence[Upload], *, services: Services,
                 raise too_large(max_bytes)
             remaining -= written
             paths.append(dest)
-        accepted = await asyncio.to_thread(_register, services, paths, names, intake)
+        accepted = await asyncio.to_thread(_register, ports, paths, names, intake)
     except BaseException:
         for folder in dirs:
             shutil.rmtree(folder, ignore_errors=True)
         raise
 
     to_queue = [d.id for d in accepted if d.status == "queued"]
+    job_id = None
     if to_queue:
+        job_id = await asyncio.to_thread(_upload_job, ports, to_queue, intake)
         try:
-            await asyncio.to_thread(services.enqueue_documents, services.celery_app, to_queue)
+            await asyncio.to_thread(ports.enqueue, to_queue, job_id)
         except Exception as exc:
             logger.exception("enqueue failed", extra={"doc_ids": to_queue})
             raise UnavailableError(
                 "the documents were saved but the ingestion queue is unavailable; "
                 "try again later"
             ) from exc
-    return accepted
+    return Intaken(documents=accepted, job_id=job_id)
 
 
-def _visible(doc: Document, tenant: str | None, principals: set[str] | None) -> bool:
+def _visible(doc: Document, tenant: str | None, acl_entries: set[str] | None) -> bool:
     if tenant is not None and doc.tenant != tenant:
         return False
-    return principals is None or bool(principals & set(doc.acl or [EVERYONE]))
+    return acl_entries is None or bool(acl_entries & set(doc.acl or [EVERYONE]))
 
 
-def document_status(*, session: Session, doc_id: str, tenant: str | None = None,
-                    principals: set[str] | None = None) -> DocumentStatus:
-    """Where the ingestion of one document stands; ``NotFoundError`` if unknown,
-    or not of ``tenant`` / not visible to ``principals`` (ACL entries) when given."""
+def visible_document(*, session: Session, doc_id: str, tenant: str | None = None,
+                     acl_entries: set[str] | None = None) -> Document:
+    """One document; ``NotFoundError`` if unknown, or not of ``tenant`` / not
+    visible to ``acl_entries`` when given (None: every document, for admins)."""
     doc = session.get(Document, doc_id)
-    if doc is None or not _visible(doc, tenant, principals):
+    if doc is None or not _visible(doc, tenant, acl_entries):
         raise NotFoundError(f"document {doc_id!r} not found")
-    return DocumentStatus.model_validate(doc)
+    return doc
 
 
-def list_documents(*, session: Session, tenant: str, principals: set[str] | None = None,
-                   status: str | None = None, limit: int = 100,
-                   offset: int = 0) -> list[DocumentStatus]:
+def visible_documents(*, session: Session, tenant: str, acl_entries: set[str] | None = None,
+                      status: str | None = None, limit: int = 100,
+                      offset: int = 0) -> list[Document]:
     """The tenant's documents, newest first; only those whose ACL names one of
-    ``principals`` when given (None: all of them, for admins)."""
+    ``acl_entries`` when given (None: all of them, for admins)."""
     query = select(Document).where(Document.tenant == tenant).order_by(
         Document.created_at.desc(), Document.id)
     if status is not None:
         query = query.where(Document.status == status)
-    docs = [d for d in session.scalars(query) if _visible(d, tenant, principals)]
-    return [DocumentStatus.model_validate(d) for d in docs[offset:offset + limit]]
+    docs = [d for d in session.scalars(query) if _visible(d, tenant, acl_entries)]
+    return docs[offset:offset + limit]
 
 
 def _check_file(src: BinaryIO, name: str, max_file_bytes: int, max_bytes: int) -> None:
@@ -268,17 +293,31 @@ def _save(src: BinaryIO, dest: Path, limit: int) -> int | None:
     return written
 
 
-def _register(services: Services, paths: list[Path], names: list[str],
-              intake: Intake) -> list[AcceptedDocument]:
+def _register(ports: IntakePorts, paths: list[Path], names: list[str],
+              intake: Intake) -> list[Accepted]:
     by_path = {str(p): n for p, n in zip(paths, names, strict=True)}
-    with session_scope(services.session_factory) as session:
-        docs = services.register_files(paths, session=session, tenant=intake.tenant,
-                                       access=intake.access)
+    with session_scope(ports.session_factory) as session:
+        docs = ports.register(paths, session=session, tenant=intake.tenant,
+                              access=intake.access)
+        source = uploads_source(session=session, tenant=intake.tenant, path=intake.root)
+        for doc in docs:
+            doc.source_id = source.id
         session.flush()  # column defaults (id, status) are set on flush
-        return [
-            AcceptedDocument(
-                id=d.id, status=d.status, title=d.title or "",
-                filename=by_path.get(str(d.source_path), Path(str(d.source_path)).name),
-            )
-            for d in docs
-        ]
+        return [Accepted(id=d.id, status=d.status, title=d.title or "",
+                         filename=by_path.get(str(d.source_path),
+                                              Path(str(d.source_path)).name))
+                for d in docs]
+
+
+def _upload_job(ports: IntakePorts, doc_ids: list[str], intake: Intake) -> str:
+    """The "upload" job whose items are the queued documents (committed before
+    they are enqueued, so a worker finds it)."""
+    with session_scope(ports.session_factory) as session:
+        docs = [d for i in doc_ids if (d := session.get(Document, i)) is not None]
+        job = create_job(session=session, tenant=intake.tenant, kind="upload",
+                         created_by=intake.user)
+        add_items(job, docs, session=session)
+        finish_if_complete(session=session, job_id=job.id)
+        job_id = job.id
+    logger.info("upload job", extra={"job_id": job_id, "documents": len(docs)})
+    return job_id
