@@ -31,6 +31,7 @@ from api.routes import (
     me,
     metrics,
     passages,
+    search,
     sources,
     tool_calls,
     traces,
@@ -88,7 +89,8 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
                        else keyed)
     app.include_router(metrics.router, dependencies=[] if "metrics" in settings.auth.open_endpoints
                        else keyed)
-    for module in (me, chat, documents, passages, traces, exports, tool_calls, openai_routes):
+    for module in (me, chat, search, documents, passages, traces, exports, tool_calls,
+                   openai_routes):
         app.include_router(module.router, dependencies=keyed)
     # Jobs: each route takes an admin, except reading the job of one's own upload.
     app.include_router(jobs.router, dependencies=keyed)

@@ -127,12 +127,20 @@ async def _sirocco_error(request: Request, exc: Exception) -> JSONResponse:
     return sirocco_error_response(request, exc)
 
 
+_LOCATIONS = ("body", "query", "path", "header", "cookie")
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     parts = []
     first_loc: str | None = None
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
+        where = tuple(err.get("loc", ()))
+        # Only the first part says where (body, query string, path); a field
+        # may be named "query" or "path" itself.
+        if where and where[0] in _LOCATIONS:
+            where = where[1:]
+        loc = ".".join(str(p) for p in where)
         if err.get("type") == "json_invalid":
             loc = ""  # its loc is a character position, not a field
         first_loc = first_loc or loc or None

@@ -9,10 +9,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from assistant.request import AnswerRequest, RetrievalSpec, ToolSpec
+from assistant.run import source_of
+from assistant.schemas import SOURCE_EXAMPLE, Source
 from assistant.service import MAX_TOP_K
 from assistant.tools import tool_choice_for
-from retrieval.store import SearchFilter
-from sirocco.types import ChatMessage
+from retrieval.store import SearchFilter, SearchMode
+from sirocco.types import ChatMessage, SearchHit
 
 
 class ChatFilters(BaseModel):
@@ -84,6 +86,69 @@ class ChatRequest(BaseModel):
             tools=ToolSpec(server=tuple(tools), choice=tool_choice_for(self.tool_choice, tools)))
 
 
+class SearchRequest(BaseModel):
+    """A query for ``POST /api/search``: retrieval only, as the chat retrieves
+    (within the caller's tenant and document ACL, which ``filters`` only narrow)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"query": "Which class do I book for a 4-hour flight?", "top_k": 5,
+         "filters": {"tags": ["policy"]}},
+        {"query": "ZX-4471", "mode": "sparse"}]})
+
+    query: str = Field(min_length=1, max_length=8000, description="What to search for.")
+    top_k: int | None = Field(default=None, ge=1, le=MAX_TOP_K, description=(
+        "Chunks to retrieve (None: the server's retrieval.top_k); the hits are at most as "
+        "many, fewer when adjacent chunks of a document were merged into one hit."))
+    filters: ChatFilters | None = None
+    mode: SearchMode | None = Field(default=None, description=(
+        "dense (embeddings), sparse (BM25) or hybrid; None: the server's retrieval.mode."))
+
+    def to_retrieval_spec(self) -> RetrievalSpec:
+        """This request in the assistant's terms."""
+        return RetrievalSpec(top_k=self.top_k, mode=self.mode,
+                             filters=self.filters.to_search_filter()
+                             if self.filters is not None else None)
+
+
+SEARCH_HIT_EXAMPLE: dict[str, Any] = {
+    **SOURCE_EXAMPLE, "headings": ["Travel", "Flights"],
+    "text": "Economy class is required for flights under 6 hours. Business class..."}
+
+
+class SearchHitPublic(Source):
+    """One hit of ``POST /api/search``: a source as the chat's ``sources`` give
+    it (``n`` its rank; citation fields: ids, title, display path, page,
+    character offsets, ``snippet``, ``score``, ``chunk_ids``), with the whole
+    ``text`` of the chunks it stands for and their ``headings``."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [SEARCH_HIT_EXAMPLE]})
+
+    text: str
+    headings: list[str] = []
+
+    @classmethod
+    def of(cls, n: int, hit: SearchHit) -> SearchHitPublic:
+        """Hit number ``n`` (1-based rank)."""
+        return cls(**source_of(n, hit).model_dump(), text=hit.text, headings=list(hit.headings))
+
+
+class SearchResponse(BaseModel):
+    """The hits of ``POST /api/search``, best first."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "hits": [SEARCH_HIT_EXAMPLE],
+        "query": "Which class do I book for a 4-hour flight?", "mode": "hybrid",
+        "took_ms": 41.7}]})
+
+    hits: list[SearchHitPublic]
+    #: The query as searched (stripped).
+    query: str
+    #: The search mode used.
+    mode: SearchMode
+    #: Time the search took in the server, in milliseconds.
+    took_ms: float
+
+
 class ConversationRename(BaseModel):
     """A new title for one of the caller's conversations."""
 
@@ -93,19 +158,13 @@ class ConversationRename(BaseModel):
     title: str = Field(min_length=1, max_length=120)
 
 
+ACCEPTED_EXAMPLE: dict[str, Any] = {
+    "id": "3f0c2a9e-1b7d-4c1e-9d55-0a1b2c3d4e5f", "status": "queued", "title": "travel-policy",
+    "filename": "travel-policy.pdf"}
+
+
 class AcceptedDocument(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "id": "3f0c2a9e-1b7d-4c1e-9d55-0a1b2c3d4e5f",
-                    "status": "queued",
-                    "title": "travel-policy",
-                    "filename": "travel-policy.pdf",
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [ACCEPTED_EXAMPLE]})
 
     id: str
     status: str
@@ -114,23 +173,8 @@ class AcceptedDocument(BaseModel):
 
 
 class UploadAccepted(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "documents": [
-                        {
-                            "id": "3f0c2a9e-1b7d-4c1e-9d55-0a1b2c3d4e5f",
-                            "status": "queued",
-                            "title": "travel-policy",
-                            "filename": "travel-policy.pdf",
-                        }
-                    ],
-                    "job_id": "9a8b7c6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d",
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"documents": [ACCEPTED_EXAMPLE], "job_id": "9a8b7c6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d"}]})
 
     documents: list[AcceptedDocument]
     #: The upload's ingestion job (``GET /api/jobs/{id}``); None when nothing was queued.
@@ -138,22 +182,10 @@ class UploadAccepted(BaseModel):
 
 
 class DocumentStatus(BaseModel):
-    model_config = ConfigDict(
-        from_attributes=True,
-        json_schema_extra={
-            "examples": [
-                {
-                    "id": "3f0c2a9e-1b7d-4c1e-9d55-0a1b2c3d4e5f",
-                    "title": "travel-policy",
-                    "status": "done",
-                    "error": None,
-                    "chunk_count": 12,
-                    "created_at": "2026-11-23T09:00:00Z",
-                    "updated_at": "2026-11-23T09:00:41Z",
-                }
-            ]
-        },
-    )
+    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [{
+        "id": "3f0c2a9e-1b7d-4c1e-9d55-0a1b2c3d4e5f", "title": "travel-policy", "status": "done",
+        "error": None, "chunk_count": 12, "created_at": "2026-11-23T09:00:00Z",
+        "updated_at": "2026-11-23T09:00:41Z"}]})
 
     id: str
     title: str
@@ -170,21 +202,9 @@ class DocumentStatus(BaseModel):
 
 
 class JobItemPublic(BaseModel):
-    model_config = ConfigDict(
-        from_attributes=True,
-        json_schema_extra={
-            "examples": [
-                {
-                    "document_id": "3f0c2a9e-1b7d-4c1e-9d55-0a1b2c3d4e5f",
-                    "path": "/srv/handbook/travel.pdf",
-                    "filename": "travel.pdf",
-                    "state": "failed",
-                    "error": "encrypted PDF",
-                    "attempts": 1,
-                }
-            ]
-        },
-    )
+    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [{
+        "document_id": "3f0c2a9e-1b7d-4c1e-9d55-0a1b2c3d4e5f", "path": "/srv/handbook/travel.pdf",
+        "filename": "travel.pdf", "state": "failed", "error": "encrypted PDF", "attempts": 1}]})
 
     document_id: str
     path: str
@@ -197,32 +217,12 @@ class JobItemPublic(BaseModel):
 class JobPublic(BaseModel):
     """A job's state and counts; ``progress`` is the finished share, 0 to 1."""
 
-    model_config = ConfigDict(
-        from_attributes=True,
-        json_schema_extra={
-            "examples": [
-                {
-                    "id": "9a8b7c6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d",
-                    "tenant": "default",
-                    "kind": "sync",
-                    "source_id": "5d1c0e7a-2b3c-4d5e-8f9a-0b1c2d3e4f5a",
-                    "state": "running",
-                    "created_by": None,
-                    "total": 40,
-                    "done": 31,
-                    "failed": 1,
-                    "skipped": 6,
-                    "cancelled": 0,
-                    "removed": 0,
-                    "progress": 0.95,
-                    "created_at": "2026-11-23T09:00:00Z",
-                    "started_at": "2026-11-23T09:00:01Z",
-                    "finished_at": None,
-                    "items": [],
-                }
-            ]
-        },
-    )
+    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [{
+        "id": "9a8b7c6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d", "tenant": "default", "kind": "sync",
+        "source_id": "5d1c0e7a-2b3c-4d5e-8f9a-0b1c2d3e4f5a", "state": "running",
+        "created_by": None, "total": 40, "done": 31, "failed": 1, "skipped": 6, "cancelled": 0,
+        "removed": 0, "progress": 0.95, "created_at": "2026-11-23T09:00:00Z",
+        "started_at": "2026-11-23T09:00:01Z", "finished_at": None, "items": []}]})
 
     id: str
     tenant: str
@@ -275,24 +275,10 @@ class SourceAccess(BaseModel):
 
 
 class SourcePublic(BaseModel):
-    model_config = ConfigDict(
-        from_attributes=True,
-        json_schema_extra={
-            "examples": [
-                {
-                    "id": "5d1c0e7a-2b3c-4d5e-8f9a-0b1c2d3e4f5a",
-                    "tenant": "default",
-                    "name": "handbook",
-                    "kind": "folder",
-                    "path": "/srv/handbook",
-                    "acl": ["group:hr"],
-                    "tags": ["policy"],
-                    "created_at": "2026-11-23T08:00:00Z",
-                    "documents": 40,
-                }
-            ]
-        },
-    )
+    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [{
+        "id": "5d1c0e7a-2b3c-4d5e-8f9a-0b1c2d3e4f5a", "tenant": "default", "name": "handbook",
+        "kind": "folder", "path": "/srv/handbook", "acl": ["group:hr"], "tags": ["policy"],
+        "created_at": "2026-11-23T08:00:00Z", "documents": 40}]})
 
     id: str
     tenant: str
@@ -319,27 +305,16 @@ class KeyCreate(BaseModel):
 
 
 KEY_EXAMPLE: dict[str, Any] = {
-    "id": "7e6d5c4b-3a29-4817-a6b5-c4d3e2f1a0b9",
-    "prefix": "sk-sirocco-ab12",
-    "tenant": "default",
-    "user": "ana",
-    "groups": ["hr", "eng"],
-    "is_admin": False,
-    "name": "ana's laptop",
-    "created_at": "2026-11-23T08:00:00Z",
-    "revoked_at": None,
-}
+    "id": "7e6d5c4b-3a29-4817-a6b5-c4d3e2f1a0b9", "prefix": "sk-sirocco-ab12",
+    "tenant": "default", "user": "ana", "groups": ["hr", "eng"], "is_admin": False,
+    "name": "ana's laptop", "created_at": "2026-11-23T08:00:00Z", "revoked_at": None}
 
 
 class KeyPublic(BaseModel):
     """An API key as listings show it: its visible ``prefix``, never the key."""
 
-    model_config = ConfigDict(
-        from_attributes=True,
-        json_schema_extra={
-            "examples": [KEY_EXAMPLE]
-        },
-    )
+    model_config = ConfigDict(from_attributes=True,
+                              json_schema_extra={"examples": [KEY_EXAMPLE]})
 
     id: str
     prefix: str
@@ -355,13 +330,8 @@ class KeyPublic(BaseModel):
 class KeyCreated(KeyPublic):
     """The new key, shown this once (only its hash is stored)."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {**KEY_EXAMPLE, "key": "sk-sirocco-ab12...(shown once)"}
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {**KEY_EXAMPLE, "key": "sk-sirocco-ab12...(shown once)"}]})
 
     key: str
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from retrieval.store import SearchFilter
+from retrieval.store import SearchFilter, SearchMode
 from sirocco.types import ChatMessage, GenerationOptions
 
 
@@ -18,11 +18,13 @@ from sirocco.types import ChatMessage, GenerationOptions
 class RetrievalSpec:
     """Whether and how to retrieve: ``enabled`` False is plain chat (no
     sources); ``top_k`` None is ``retrieval.top_k``; ``filters`` only narrow
-    what the principal may see (sources, documents, types, tags, dates)."""
+    what the principal may see (sources, documents, types, tags, dates);
+    ``mode`` (dense, sparse or hybrid) None is ``retrieval.mode``."""
 
     enabled: bool = True
     top_k: int | None = None
     filters: SearchFilter | None = None
+    mode: SearchMode | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,7 @@ from assistant.prompts import (
     with_conversation,
 )
 from assistant.query import needs_rewrite, standalone_query
-from assistant.request import AnswerRequest
+from assistant.request import AnswerRequest, RetrievalSpec
 from assistant.run import (
     PLAIN_TEMPLATE,
     RAG_TEMPLATE,
@@ -51,8 +51,8 @@ from llm.engine import Engine
 from llm.tools import ToolResult
 from retrieval.packing import pack
 from retrieval.rerank import Reranker
-from retrieval.store import SearchFilter, Store
-from sirocco.errors import InvalidInputError
+from retrieval.store import SearchFilter, SearchMode, Store
+from sirocco.errors import InvalidInputError, SiroccoError
 from sirocco.principal import Principal
 from sirocco.settings import Settings
 from sirocco.types import ChatMessage, GenerationOptions, SearchHit, ToolCall
@@ -180,6 +180,31 @@ class Assistant:
                               json.dumps({"error": f"timed out after {limit:g}s"}),
                               is_error=True)
 
+    async def search(self, query: str, principal: Principal,
+                     retrieval: RetrievalSpec | None = None) -> list[SearchHit]:
+        """Retrieval only (``POST /api/search``): the sources an answer to
+        ``query`` would be grounded on, found as the chat finds them (search in
+        ``retrieval.mode``, default ``retrieval.mode`` of the settings, within
+        the principal's tenant and ACL, narrowed by ``retrieval.filters``;
+        reranked; below ``retrieval.min_score`` left out; packed), best first.
+        At most ``top_k`` hits, fewer when packing merged adjacent chunks of a
+        document or dropped a near-duplicate. Raises ``InvalidInputError`` for
+        an empty query or a bad ``top_k``, ``UnavailableError`` when the search
+        fails unexpectedly."""
+        spec = retrieval or RetrievalSpec()
+        text = query.strip()
+        if not text:
+            raise InvalidInputError("the query is empty", param="query")
+        k = self._top_k(spec.top_k)
+        flt = replace(spec.filters or SearchFilter(), caller=principal, tenant=None)
+        try:
+            return await self._search(text, k, flt, mode=spec.mode)
+        except SiroccoError:
+            raise
+        except Exception as exc:
+            logger.warning("search failed", exc_info=True)
+            raise domain_error(exc, "retrieval") from exc
+
     # ------------------------------------------------------------------- steps
 
     def _checked(self, request: AnswerRequest) -> tuple[str, int]:
@@ -187,11 +212,15 @@ class Assistant:
         question = request.question.strip()
         if not question:
             raise InvalidInputError("the question is empty")
-        top_k = request.retrieval.top_k
+        return question, self._top_k(request.retrieval.top_k)
+
+    def _top_k(self, top_k: int | None) -> int:
+        """The number of chunks to retrieve: ``top_k``, or ``retrieval.top_k``."""
         k = self._settings.retrieval.top_k if top_k is None else top_k
         if not 1 <= k <= MAX_TOP_K:
-            raise InvalidInputError(f"top_k must be between 1 and {MAX_TOP_K}, got {k}")
-        return question, k
+            raise InvalidInputError(f"top_k must be between 1 and {MAX_TOP_K}, got {k}",
+                                    param="top_k")
+        return k
 
     def _turns(self, request: AnswerRequest, principal: Principal, book: SourceBook) -> Turns:
         """The tools of this answer: server tools the principal may use, the
@@ -221,20 +250,19 @@ class Assistant:
                                            request_id=handle.trace_id)
             handle.end_span(span, **{"sirocco.query": query})
             run.phase = "retrieval"
+        mode = request.retrieval.mode or self._settings.retrieval.mode
         span = handle.start_span("retrieval", "retrieval.search", **{
             "gen_ai.operation.name": "retrieval", "gen_ai.request.top_k": k,
-            "sirocco.retrieval.mode": self._settings.retrieval.mode})
+            "sirocco.retrieval.mode": mode})
         flt = replace(request.retrieval.filters or SearchFilter(), caller=principal, tenant=None)
-        hits = await self._retrieve(query, top_k=k, filter=flt)
+        hits = await self._retrieve(query, top_k=k, filter=flt, mode=mode)
         found: dict[str, Any] = {"sirocco.retrieval.hits": len(hits)}
         handle.end_span(span, **found)
         run.retrieved = [
             {"chunk_id": h.chunk_id, "doc_id": h.doc_id, "score": float(h.score),
              "rank": rank, "text": h.text, "in_prompt": False}
             for rank, h in enumerate(hits, start=1)]
-        hits = [h for h in hits if h.score >= self._settings.retrieval.min_score]
-        # Near-duplicates out, overlapping chunks of a document merged into one source.
-        return query, pack(hits)
+        return query, self._sources(hits)
 
     async def _not_found(self, handle: TraceHandle, run: AnswerRun
                          ) -> AsyncGenerator[AnswerEvent, None]:
@@ -305,17 +333,24 @@ class Assistant:
 
     # --------------------------------------------------------------- retrieval
 
-    async def _search(self, query: str, top_k: int, filter: SearchFilter) -> list[SearchHit]:
-        """Retrieval for the search_documents tool: as for the question, packed,
-        below ``retrieval.min_score`` left out. ``filter`` must carry the caller."""
-        hits = await self._retrieve(query, top_k=top_k, filter=filter)
+    async def _search(self, query: str, top_k: int, filter: SearchFilter, *,
+                      mode: SearchMode | None = None) -> list[SearchHit]:
+        """Retrieval for the search_documents tool and ``search``: as for the
+        question, packed, below ``retrieval.min_score`` left out. ``filter``
+        must carry the caller."""
+        return self._sources(await self._retrieve(query, top_k=top_k, filter=filter, mode=mode))
+
+    def _sources(self, hits: list[SearchHit]) -> list[SearchHit]:
+        """Retrieved chunks as sources: below ``retrieval.min_score`` out,
+        near-duplicates out, overlapping chunks of a document merged into one."""
         return pack([h for h in hits if h.score >= self._settings.retrieval.min_score])
 
-    async def _retrieve(self, question: str, *, top_k: int, filter: SearchFilter
-                        ) -> list[SearchHit]:
-        """Chunks for ``question``; ``filter`` carries the caller, whose tenant
-        and ACL always travel into the Qdrant filter."""
-        mode = self._settings.retrieval.mode
+    async def _retrieve(self, question: str, *, top_k: int, filter: SearchFilter,
+                        mode: SearchMode | None = None) -> list[SearchHit]:
+        """Chunks for ``question`` in ``mode`` (None: ``retrieval.mode``);
+        ``filter`` carries the caller, whose tenant and ACL always travel into
+        the Qdrant filter."""
+        mode = mode or self._settings.retrieval.mode
         vector = (await asyncio.to_thread(self._embedder.embed_query, question)
                   if mode != "sparse" else None)
         fetch = top_k if self._reranker is None else max(
