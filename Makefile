@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -U pip wheel
 	# torch first: pip takes the CPU build (2.13.0+cpu) from the wheel on disk.
 	$(BIN)/pip install -q "torch==2.13.0"
-	$(BIN)/pip install -q -e ".[cpu,test,bench]"
+	$(BIN)/pip install -q -e ".[cpu,test,bench,langchain]"
 	# PyPI's torchvision/torchaudio/torchcodec break transformers next to the CPU torch.
 	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec || true
 	touch $(STAMP)

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +48,18 @@ BOARD = ("# Board minutes\n\nThe Zephyr project budget for the board is 9.2 mill
 
 
 @dataclass(frozen=True)
+class ExtraDoc:
+    """One more document for ``running_stack``, in ``tenant``: seen by the
+    whole tenant, or by ``groups`` only; with ``tags``."""
+
+    name: str
+    text: str
+    tenant: str = "default"
+    groups: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Server:
     base_url: str
     env: dict[str, str]
@@ -74,7 +86,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _ingest(env: dict[str, str], folder: Path) -> dict[str, str]:
+def _ingest(env: dict[str, str], folder: Path, extra: Sequence[ExtraDoc] = ()
+            ) -> dict[str, str]:
     from ingest.embed_stage import ingest_document
     from ingest.embedding.base import create_embedder
     from ingest.service import Access, register_files
@@ -93,6 +106,10 @@ def _ingest(env: dict[str, str], folder: Path) -> dict[str, str]:
                              ("board.md", Access.of(groups=["board"]))]:
             (doc,) = register_files([folder / name], session=s, access=access)
             ids[name] = doc.id
+        for more in extra:
+            (doc,) = register_files([folder / more.name], session=s, tenant=more.tenant,
+                                    access=Access.of(groups=more.groups, tags=more.tags))
+            ids[more.name] = doc.id
     embedder = create_embedder(settings)
     store = QdrantStore(settings)
     try:
@@ -108,17 +125,20 @@ def _ingest(env: dict[str, str], folder: Path) -> dict[str, str]:
 
 @contextmanager
 def running_stack(root: Path, *, worker: bool = False,
-                  extra_env: dict[str, str] | None = None) -> Iterator[Server]:
+                  extra_env: dict[str, str] | None = None,
+                  extra_docs: Sequence[ExtraDoc] = ()) -> Iterator[Server]:
     """The server (and with ``worker`` a Celery worker on both stages, on the
     embedded broker, as ``sirocco up`` runs them) over a data folder in
-    ``root`` holding the three ingested documents; stopped on exit."""
+    ``root`` holding the three ingested documents (and ``extra_docs``);
+    stopped on exit."""
     if importlib.util.find_spec("vllm") is None:
         unavailable("vllm is not installed (the `cpu` extra)")
     if not (MODELS / "prepared.json").exists():
         unavailable("bundled models not prepared: run `sirocco models prepare` (make test does)")
     folder = root / "docs"
     folder.mkdir()
-    for name, text in {"zephyr.md": ZEPHYR, "travel.md": TRAVEL, "board.md": BOARD}.items():
+    for name, text in {"zephyr.md": ZEPHYR, "travel.md": TRAVEL, "board.md": BOARD,
+                       **{more.name: more.text for more in extra_docs}}.items():
         (folder / name).write_text(text)
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIROCCO_")}
@@ -138,7 +158,7 @@ def running_stack(root: Path, *, worker: bool = False,
         "TRANSFORMERS_OFFLINE": "1",
         **(extra_env or {}),
     })
-    docs = _ingest(env, folder)
+    docs = _ingest(env, folder, extra_docs)
     log = root / "server.log"
     procs = [subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "api.app:app_from_env",
