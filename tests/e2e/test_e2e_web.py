@@ -251,8 +251,11 @@ def test_journey_upload_ask_cite_correct_review(stack: Server, keys: dict[str, s
     page.get_by_label("Feedback").select_option("-1")
     page.get_by_role("button", name="Filter").click()
     rows = page.get_by_test_id("traces").locator("tbody tr")
+    # The unfiltered list shows first and the filtered one replaces it: wait for
+    # the table to settle on the one thumbs-down trace (expect retries).
+    from playwright.sync_api import expect
+    expect(rows).to_have_count(1, timeout=15_000)
     rows.filter(has_text=QUESTION).first.wait_for()
-    assert rows.count() == 1, rows.all_inner_texts()
     rows.first.get_by_role("button", name=QUESTION).click()
     trace = page.get_by_test_id("trace")
     trace.get_by_text(correction).wait_for()

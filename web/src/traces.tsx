@@ -1,7 +1,7 @@
 // The traces browser (admins and reviewers): filter by feedback, tool use,
 // errors and date; open one to see retrieval scores, the prompt, tool calls,
 // timing spans and its feedback.
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import { ApiError, get } from "./api";
 
 interface TraceRow {
@@ -23,8 +23,12 @@ export function Traces() {
   const [rows, setRows] = useState<TraceRow[]>([]);
   const [openId, setOpenId] = useState<string | null>(null);
   const [error, setError] = useState<string | null>(null);
+  // Only the newest request may fill the table: the first, unfiltered load can
+  // finish after a filtered one that started later.
+  const latest = useRef(0);
   const load = async (e?: Event) => {
     e?.preventDefault();
+    const mine = ++latest.current;
     const q = new URLSearchParams({ limit: "100" });
     for (const [k, v] of Object.entries(filters)) {
       if (!v) continue;
@@ -32,9 +36,10 @@ export function Traces() {
     }
     try {
       setError(null);
-      setRows(await get<TraceRow[]>(`/api/traces?${q}`));
+      const found = await get<TraceRow[]>(`/api/traces?${q}`);
+      if (mine === latest.current) setRows(found);
     } catch (err) {
-      setError(err instanceof ApiError ? err.message : String(err));
+      if (mine === latest.current) setError(err instanceof ApiError ? err.message : String(err));
     }
   };
   useEffect(() => { load(); }, []);
