@@ -209,10 +209,10 @@ class EdgeStore:
         return str(self._call("begin_rebuild", dim=dim))
 
     def finish_rebuild(self) -> str | None:
-        return self._call("finish_rebuild")  # type: ignore[no-any-return]
+        return self._call("finish_rebuild")
 
     def abandon_rebuild(self) -> str | None:
-        return self._call("abandon_rebuild")  # type: ignore[no-any-return]
+        return self._call("abandon_rebuild")
 
     def index_status(self) -> dict[str, Any]:
         return dict(self._call("index_status"))
