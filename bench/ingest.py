@@ -65,7 +65,7 @@ def run_sirocco(docs: list[dict[str, str]], work: Path, threads: int | None) -> 
     from ingest.models import Document
     from ingest.pipeline import embedding_text, parse_document
     from ingest.service import register_files
-    from retrieval.qdrant_store import QdrantStore
+    from retrieval.factory import create_store
     from sirocco.db import make_engine, make_session_factory, session_scope, upgrade_database
     from sirocco.settings import Settings
 
@@ -78,7 +78,7 @@ def run_sirocco(docs: list[dict[str, str]], work: Path, threads: int | None) -> 
     upgrade_database(settings)
     factory = make_session_factory(make_engine(settings))
     embedder = create_embedder(settings)  # loaded before the clock starts, as in a worker
-    store = QdrantStore(settings)
+    store = create_store(settings)
 
     started = time.perf_counter()
     with session_scope(factory) as s:

@@ -112,6 +112,34 @@ def test_set_access_narrows_the_indexed_chunks_at_once(embedded):
     assert seen(bob) == {"a", "b"}
 
 
+def test_rebuild_fills_a_new_collection_then_swaps_or_abandons_it(embedded):
+    store = embedded
+    alias = store.collection
+    store.upsert(_chunks("a", 2), [[1, 0, 0], [0, 1, 0]])
+    assert store.finish_rebuild() is None and store.abandon_rebuild() is None
+    building = store.begin_rebuild(3)
+    assert store.begin_rebuild(3) == building == f"{alias}__2"  # idempotent
+    store.upsert(_chunks("b", 1), [[0, 0, 1]])  # written to both while building
+    status = store.index_status()
+    assert (status["live"], status["building"]) == (f"{alias}__1", building)
+    assert (status["live_points"], status["building_points"]) == (3, 1)
+    assert {h.doc_id for h in store.search([1, 0, 0], top_k=5)} == {"a", "b"}
+    assert store.abandon_rebuild() == building
+    assert store.index_status()["building"] is None and store.count() == 3
+
+    rebuilt = store.begin_rebuild(3)
+    store.upsert(_chunks("c", 1), [[1, 0, 0]])
+    assert store.finish_rebuild() == rebuilt
+    status = store.index_status()
+    assert (status["live"], status["building"], status["live_points"]) == (rebuilt, None, 1)
+    assert [h.doc_id for h in store.search([1, 0, 0], top_k=5)] == ["c"]
+    # Vectors that fit neither the live (3) nor the building (4) collection are refused.
+    store.begin_rebuild(4)
+    with pytest.raises(ConfigError, match="expects other vectors than the embedder makes"):
+        store.upsert(_chunks("d", 1), [[1, 0, 0, 0, 0]])
+    store.abandon_rebuild()
+
+
 def test_lock_timeout_raises_store_busy(tmp_path):
     settings = _settings(tmp_path, lock_timeout_s=0.3)
     store = QdrantStore(settings)
