@@ -219,6 +219,13 @@ class EdgeEngine:
                 self._drop(name)
             return name
 
+    def optimize(self) -> None:
+        """Index what was written now, waiting for it (bulk loads, benchmarks);
+        otherwise the background optimizer does it once writes pause."""
+        with self._opt:
+            for shard in list(self._shards.values()):
+                shard.optimize()
+
     def close(self) -> None:
         """Flush and close every shard (the WAL lock goes with them)."""
         self._closed = True

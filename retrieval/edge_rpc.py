@@ -30,7 +30,7 @@ _ERRORS: dict[str, type[Exception]] = {
                                   errors.StoreBusyError, errors.UnavailableError,
                                   ValueError)}
 OPS = frozenset({"query", "count", "index_status", "ensure", "write", "set_access",
-                 "begin_rebuild", "finish_rebuild", "abandon_rebuild"})
+                 "begin_rebuild", "finish_rebuild", "abandon_rebuild", "optimize"})
 
 
 class OwnerGone(ConnectionError):
@@ -126,10 +126,11 @@ class Server:
 
 
 class Client:
-    """Calls the owner; one connection per thread, opened on first use."""
+    """Calls the owner; one connection per thread, opened on first use. A call
+    waits at most ``timeout_s`` for its answer (then counts as the owner gone)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, timeout_s: float | None = None) -> None:
+        self.path, self.timeout_s = path, timeout_s
         self._local = threading.local()
         self._all: list[socket.socket] = []
         self._guard = threading.Lock()
@@ -158,6 +159,7 @@ class Client:
         sock: socket.socket | None = getattr(self._local, "sock", None)
         if sock is None:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout_s)
             try:
                 sock.connect(str(self.path))
             except OSError as exc:

@@ -52,8 +52,10 @@ class _Role:
     """This process's side of one store folder: the owner (engine + server +
     lock) or a client. Shared by every ``EdgeStore`` of the folder."""
 
-    def __init__(self, root: Path, alias: str, engine_args: dict[str, Any]) -> None:
+    def __init__(self, root: Path, alias: str, engine_args: dict[str, Any],
+                 timeout_s: float) -> None:
         self.root, self.alias, self.engine_args = root, alias, engine_args
+        self.timeout_s = timeout_s
         self.pid = os.getpid()
         self.guard = threading.Lock()
         self.engine: EdgeEngine | None = None
@@ -76,7 +78,7 @@ class _Role:
                 return self.client
             if self._try_own():
                 return self.engine
-            client = Client(self.socket)
+            client = Client(self.socket, self.timeout_s)
             try:
                 client.call("index_status")
             except OwnerGone:
@@ -129,12 +131,12 @@ _roles: dict[Path, _Role] = {}
 _roles_guard = threading.Lock()
 
 
-def _role(root: Path, alias: str, engine_args: dict[str, Any]) -> _Role:
+def _role(root: Path, alias: str, engine_args: dict[str, Any], timeout_s: float) -> _Role:
     with _roles_guard:
         role = _roles.get(root)
         if role is None or role.pid != os.getpid():
             # A forked child inherits neither the parent's threads nor its ownership.
-            role = _roles[root] = _Role(root, alias, engine_args)
+            role = _roles[root] = _Role(root, alias, engine_args, timeout_s)
         role.users += 1
         return role
 
@@ -217,6 +219,11 @@ class EdgeStore:
     def index_status(self) -> dict[str, Any]:
         return dict(self._call("index_status"))
 
+    def optimize(self) -> None:
+        """Build the HNSW and payload indexes of what was written, now (the owner
+        otherwise does it in the background once writes pause)."""
+        self._call("optimize")
+
     @contextlib.contextmanager
     def hold(self) -> Iterator[EdgeStore]:
         """Nothing to hold: the owner keeps the shards open between calls."""
@@ -245,7 +252,8 @@ class EdgeStore:
 
     def _backend_role(self) -> _Role:
         if self._role is None or self._role.pid != os.getpid():
-            self._role = _role(self.root, self.collection, self._engine_args)
+            self._role = _role(self.root, self.collection, self._engine_args,
+                               self._timeout_s)
         return self._role
 
     def _call(self, op: str, **kw: Any) -> Any:
