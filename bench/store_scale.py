@@ -4,6 +4,7 @@ the former default), on the same random points, in one run.
 
     .venv/bin/python bench/store_scale.py                       # 13k and 65k points
     .venv/bin/python bench/store_scale.py --sizes 13000 65000 260000
+    .venv/bin/python bench/store_scale.py --quick                # smoke check
 
 Points: random 384-d unit vectors, each with a 40-word text (Zipf over 2,000
 words: BM25's sparse vector) in one of four tenants. A query is a hybrid search
@@ -187,7 +188,12 @@ def main() -> None:
     ap.add_argument("--peer-max", type=int, default=65000,
                     help="largest size the local-mode peer is measured at")
     ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--quick", action="store_true",
+                    help="300 and 600 points, 30 queries: a smoke check")
     args = ap.parse_args()
+    if args.quick:
+        args.sizes, args.queries, args.peer_queries, args.peer_max = [300, 600], 30, 3, 300
+        print("--quick: 300 and 600 points: a smoke check, not a result")
 
     results: dict[int, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="sirocco-store-scale-") as tmp:

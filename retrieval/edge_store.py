@@ -141,6 +141,19 @@ def _role(root: Path, alias: str, engine_args: dict[str, Any], timeout_s: float)
         return role
 
 
+def _forget_after_fork() -> None:
+    """A forked child owns nothing: drop its copy of the owner lock (the parent
+    keeps the lock through its own descriptor) and start afresh."""
+    for role in _roles.values():
+        if role.lock_fd is not None:
+            os.close(role.lock_fd)
+            role.lock_fd = None
+    _roles.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 class EdgeStore:
     """Chunks in qdrant-edge shards behind an alias, searched dense, sparse or hybrid."""
 
