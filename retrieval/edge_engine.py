@@ -5,8 +5,9 @@ A folder per alias holds versioned shards (``<alias>__<n>``, one qdrant-edge
 shard each: segments with HNSW and payload indexes on disk, a WAL) and
 ``pointer.json``, written atomically, naming the live shard and the one a
 rebuild fills. Swapping the alias is rewriting the pointer, then deleting the
-old shard's folder; a crash between the two leaves an orphan folder that the
-next ``next name`` skips and the next swap or abandon removes.
+old shard's folder; a crash between the two (or while creating a shard)
+leaves an orphan folder, which the next owner deletes when it opens the
+folder (only the pointer's shards are kept).
 
 Reads never wait for writes: queries take the structure lock shared (a
 counter, not a mutex around the search), updates take a writer mutex and the
@@ -97,6 +98,9 @@ class EdgeEngine:
             if name:
                 self._shards[name] = qe.EdgeShard.load(str(root / name))
                 self._dims[name] = int(pointer[f"{role}_dim"])
+        for orphan in root.glob(f"{alias}__*"):
+            if orphan.is_dir() and orphan.name not in self._shards:
+                shutil.rmtree(orphan, ignore_errors=True)
         self._dirty = threading.Event()
         self._opt = threading.Lock()  # taken by the optimizer, and before closing a shard
         self._closed = False

@@ -143,6 +143,21 @@ def test_stores_of_one_folder_in_one_process_share_the_owner(tmp_path):
     second.close()
 
 
+def test_a_shard_left_behind_by_a_crash_is_removed_and_the_live_one_kept(tmp_path):
+    settings = _settings(tmp_path)
+    store = EdgeStore(settings)
+    store.upsert([Chunk(doc_id="a", chunk_index=0, text="x", title="t", source="s",
+                        start_char=0, end_char=1)], [[1.0, 0, 0]])
+    store.close()
+    alias = settings.qdrant.collection
+    orphan = store.root / f"{alias}__7"  # as if a swap died before deleting it
+    (orphan / "segments").mkdir(parents=True)
+    again = EdgeStore(settings)
+    assert again.count() == 1 and again.index_status()["live"] == f"{alias}__1"
+    assert not orphan.exists() and (store.root / f"{alias}__1").is_dir()
+    again.close()
+
+
 def _vocabulary(rng: random.Random, n: int = 300) -> list[str]:
     return ["".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=7)) for _ in range(n)]
 
