@@ -78,15 +78,19 @@ def floats(v: Sequence[float] | None) -> list[float]:
 
 def hit_of(point: qm.ScoredPoint) -> SearchHit:
     """A search result from a scored point's payload."""
-    p = point.payload or {}
+    return hit_from(str(point.id), float(point.score), point.payload or {})
+
+
+def hit_from(point_id: str, score: float, p: dict[str, Any]) -> SearchHit:
+    """A search result from a point's id, score and payload (any Qdrant engine)."""
     return SearchHit(
-        chunk_id=str(point.id),
+        chunk_id=point_id,
         doc_id=p["doc_id"],
         chunk_index=int(p["chunk_index"]),
         text=p.get("text", ""),
         title=p.get("title", ""),
         source=p.get("source", ""),
-        score=float(point.score),
+        score=score,
         start_char=int(p.get("start_char", 0)),
         end_char=int(p.get("end_char", 0)),
         page=p.get("page"),

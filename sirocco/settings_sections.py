@@ -34,23 +34,31 @@ class RedisSettings(BaseModel):
 
 
 class QdrantSettings(BaseModel):
-    """The vector store: a Qdrant server, or qdrant-client's local mode."""
+    """The vector store: a Qdrant server, or an embedded engine (qdrant-edge, or
+    qdrant-client's local mode)."""
 
     url: str | None = Field(default=None, description=(
-        "Qdrant server URL (also SIROCCO_QDRANT_URL). None: qdrant-client local mode "
-        "under path (default data_dir/qdrant)."))
+        "Qdrant server URL (also SIROCCO_QDRANT_URL). None: the embedded engine "
+        "(see engine) under path (default data_dir/qdrant)."))
     api_key: str | None = Field(default=None, description=(
         "API key sent to the Qdrant server; None: none."))
     path: Path | None = Field(default=None, description=(
-        "Local mode only: the folder of the store; None: data_dir/qdrant."))
+        "Embedded store only: the folder of the store (edge shards under "
+        "<path>/edge/<collection>); None: data_dir/qdrant."))
     collection: str = Field(default="sirocco_chunks", description=(
         "Name of the alias the chunk collection lives behind (a rebuild fills "
         "<alias>__<n> and swaps the alias)."))
     timeout_s: float = Field(default=30.0, description=(
         "Timeout of one request to the Qdrant server, in seconds (rounded up, at least 1)."))
+    engine: Literal["edge", "local"] = Field(default="edge", description=(
+        "The embedded store when url is unset. edge: qdrant-edge, Qdrant's engine "
+        "in-process (HNSW and payload indexes on disk; one process owns the shards and "
+        "serves the others over a Unix socket in the store folder). local: "
+        "qdrant-client's local mode (the whole collection loaded per operation, under "
+        "one exclusive lock), kept as a fallback. Ignored when url is set."))
     lock_timeout_s: float = Field(default=120.0, description=(
-        "Local mode only: how long to wait, in seconds, for another process holding "
-        "the store."))
+        "Embedded store only: how long to wait, in seconds, for another process holding "
+        "the store (local) or for the owner process to answer (edge)."))
 
 
 class CelerySettings(BaseModel):

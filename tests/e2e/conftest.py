@@ -91,7 +91,7 @@ def _ingest(env: dict[str, str], folder: Path, extra: Sequence[ExtraDoc] = ()
     from ingest.embed_stage import ingest_document
     from ingest.embedding.base import create_embedder
     from ingest.service import Access, register_files
-    from retrieval.qdrant_store import QdrantStore
+    from retrieval.factory import create_store
     from sirocco.db import make_engine, make_session_factory, session_scope, upgrade_database
     from sirocco.settings import Settings
 
@@ -111,7 +111,7 @@ def _ingest(env: dict[str, str], folder: Path, extra: Sequence[ExtraDoc] = ()
                                     access=Access.of(groups=more.groups, tags=more.tags))
             ids[more.name] = doc.id
     embedder = create_embedder(settings)
-    store = QdrantStore(settings)
+    store = create_store(settings)
     try:
         store.ensure_collection(embedder.dim)
         for doc_id in ids.values():

@@ -20,7 +20,7 @@ import sirocco.auth.models  # noqa: F401
 from ingest.embed_stage import ingest_document
 from ingest.embedding.base import create_embedder
 from ingest.service import Access, register_files
-from retrieval.qdrant_store import QdrantStore
+from retrieval.factory import create_store
 from sirocco.db import Base, make_engine, make_session_factory, session_scope
 from sirocco.settings import Settings
 from traces.models import Trace
@@ -48,7 +48,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, 
         with session_scope(factory) as s:
             ids += [d.id for d in register_files([folder], session=s, access=access)]
     embedder = create_embedder(settings)
-    store = QdrantStore(settings)
+    store = create_store(settings)
     for doc_id in ids:
         assert ingest_document(doc_id, session_factory=factory, embedder=embedder, store=store,
                                settings=settings) > 0

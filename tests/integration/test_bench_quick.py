@@ -30,6 +30,7 @@ BENCHES = {
     "retrieval.py": "hybrid p50 / langchain dense p50:",
     "embed_quality.py": "quality gate",
     "served.py": "ratio served/in-process",
+    "store_scale.py": "local served p50 / edge socket p50:",
 }
 
 

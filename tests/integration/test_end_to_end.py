@@ -96,7 +96,7 @@ async def test_chat_answer_cites_the_ingested_document(
     from assistant.service import Assistant
     from ingest.embedding.st import SentenceTransformerEmbedder
     from ingest.service import register_files
-    from retrieval.qdrant_store import QdrantStore
+    from retrieval.factory import create_store
     from traces.recorder import TraceRecorder
     from workers.app import create_celery
     from workers.tasks import enqueue_documents
@@ -140,7 +140,7 @@ async def test_chat_answer_cites_the_ingested_document(
     db = make_engine(settings)
     factory = make_session_factory(db)
     embedder = SentenceTransformerEmbedder(settings)
-    store = QdrantStore(settings)
+    store = create_store(settings)
     services = Services(
         session_factory=factory,
         assistant=Assistant(vllm_engine, store, embedder, TraceRecorder(factory), settings),

@@ -15,7 +15,7 @@ import ingest.models  # noqa: F401
 from ingest.jobs import add_items, create_job, get_report
 from ingest.rebuild import start_rebuild
 from ingest.service import register_files
-from retrieval.qdrant_store import QdrantStore
+from retrieval.factory import create_store
 from sirocco.db import session_scope
 from tests.integration.workerutil import (
     redis_or_skip,
@@ -62,7 +62,7 @@ def test_rebuild_swaps_the_alias_while_queries_keep_working(tmp_path: Path):
     enqueue_documents(app, [d.id for d in docs], job_id=first_job)
     log = tmp_path / "worker.log"
     worker = start_worker(env, prefix, log)
-    store = QdrantStore(settings)
+    store = create_store(settings)
     try:
         assert _wait_job(factory, first_job, worker, log).job.done == N_DOCS
         before = store.index_status()

@@ -13,7 +13,7 @@ import pytest
 import ingest.models  # noqa: F401
 from ingest.jobs import add_items, create_job, get_report
 from ingest.service import register_files
-from retrieval.qdrant_store import QdrantStore
+from retrieval.factory import create_store
 from sirocco.db import session_scope
 from tests.corpus import DOCS, MANIFEST, expected_failure
 from tests.integration.workerutil import (
@@ -55,7 +55,7 @@ def test_shared_corpus_through_a_worker(tmp_path: Path, request: pytest.FixtureR
     finally:
         stop_worker(proc)
 
-    store = QdrantStore(settings)
+    store = create_store(settings)
     embedder = create_embedder(settings)
     wrong: list[str] = []
     for doc in by_id.values():

@@ -27,7 +27,7 @@ import ingest.models  # noqa: F401
 from ingest.jobs import add_items, create_job, get_report
 from ingest.models import Document, StagedChunks
 from ingest.service import register_files
-from retrieval.qdrant_store import QdrantStore
+from retrieval.factory import create_store
 from sirocco.db import session_scope
 from tests.integration.workerutil import (
     database_url,
@@ -132,5 +132,5 @@ def test_kill_9_mid_job_then_a_new_worker_finishes_it_exactly_once(
     # Each note is one chunk; ids are deterministic, so equal counts mean each
     # document's chunks are stored once.
     assert expected == N_DOCS
-    assert QdrantStore(settings).count() == expected
+    assert create_store(settings).count() == expected
     st.close()

@@ -1,5 +1,7 @@
-"""QdrantStore in local mode: the Store contract, and two processes sharing
-one store folder through the cross-process lock."""
+"""The embedded stores (qdrant-edge, and qdrant-client's local mode) and a
+server when one is reachable: the Store contract; and, in local mode, two
+processes sharing one store folder through the cross-process lock (the edge
+engine's owner and clients: ``test_edge_store``)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from retrieval.factory import create_store
 from retrieval.qdrant_store import QdrantStore
 from sirocco.errors import ConfigError, StoreBusyError
 from sirocco.principal import Principal
@@ -28,6 +31,14 @@ REPO = Path(__file__).resolve().parents[2]
 def _settings(tmp_path: Path, **qdrant) -> Settings:
     q = {"path": str(tmp_path / "qdrant"), "collection": f"t_{uuid.uuid4().hex[:8]}", **qdrant}
     return Settings(data_dir=tmp_path, env="test", qdrant=q)
+
+
+@pytest.fixture(params=["edge", "local"])
+def embedded(request, tmp_path):
+    """A new embedded store on each engine."""
+    store = create_store(_settings(tmp_path, engine=request.param))
+    yield store
+    store.close()
 
 
 def _chunks(doc_id: str, n: int, tenant: str = "default") -> list[Chunk]:
@@ -48,8 +59,8 @@ def _chunks(doc_id: str, n: int, tenant: str = "default") -> list[Chunk]:
     ]
 
 
-def test_upsert_search_filter_delete_count(tmp_path):
-    store = QdrantStore(_settings(tmp_path))
+def test_upsert_search_filter_delete_count(embedded):
+    store = embedded
     assert store.count() == 0 and store.search([1, 0, 0], top_k=3) == []
     store.upsert(_chunks("a", 3), [[1, 0, 0], [0.9, 0.1, 0], [0, 1, 0]])
     store.upsert(_chunks("b", 2, tenant="acme"), [[1, 0.05, 0], [0, 0, 1]])
@@ -76,12 +87,12 @@ def test_upsert_search_filter_delete_count(tmp_path):
         store.ensure_collection(4)
 
 
-def test_set_access_narrows_the_indexed_chunks_at_once(tmp_path):
+def test_set_access_narrows_the_indexed_chunks_at_once(embedded):
     from dataclasses import replace
 
     from retrieval.store import SearchFilter
 
-    store = QdrantStore(_settings(tmp_path))
+    store = embedded
     store.upsert([replace(c, acl=("*",)) for c in _chunks("a", 2)], [[1, 0, 0], [0.9, 0.1, 0]])
     store.upsert(_chunks("b", 1), [[0.8, 0.2, 0]])
     ana = Principal(tenant="default", user="ana", groups=("hr",))
@@ -99,6 +110,34 @@ def test_set_access_narrows_the_indexed_chunks_at_once(tmp_path):
     assert {h.doc_id for h in hits} == {"a"}
     store.set_access(["a"], acl=["*"], tags=[])
     assert seen(bob) == {"a", "b"}
+
+
+def test_rebuild_fills_a_new_collection_then_swaps_or_abandons_it(embedded):
+    store = embedded
+    alias = store.collection
+    store.upsert(_chunks("a", 2), [[1, 0, 0], [0, 1, 0]])
+    assert store.finish_rebuild() is None and store.abandon_rebuild() is None
+    building = store.begin_rebuild(3)
+    assert store.begin_rebuild(3) == building == f"{alias}__2"  # idempotent
+    store.upsert(_chunks("b", 1), [[0, 0, 1]])  # written to both while building
+    status = store.index_status()
+    assert (status["live"], status["building"]) == (f"{alias}__1", building)
+    assert (status["live_points"], status["building_points"]) == (3, 1)
+    assert {h.doc_id for h in store.search([1, 0, 0], top_k=5)} == {"a", "b"}
+    assert store.abandon_rebuild() == building
+    assert store.index_status()["building"] is None and store.count() == 3
+
+    rebuilt = store.begin_rebuild(3)
+    store.upsert(_chunks("c", 1), [[1, 0, 0]])
+    assert store.finish_rebuild() == rebuilt
+    status = store.index_status()
+    assert (status["live"], status["building"], status["live_points"]) == (rebuilt, None, 1)
+    assert [h.doc_id for h in store.search([1, 0, 0], top_k=5)] == ["c"]
+    # Vectors that fit neither the live (3) nor the building (4) collection are refused.
+    store.begin_rebuild(4)
+    with pytest.raises(ConfigError, match="expects other vectors than the embedder makes"):
+        store.upsert(_chunks("d", 1), [[1, 0, 0, 0, 0]])
+    store.abandon_rebuild()
 
 
 def test_lock_timeout_raises_store_busy(tmp_path):
@@ -198,12 +237,14 @@ def _doc(doc_id: str, text: str, **kw) -> Chunk:
                  source=f"/docs/{doc_id}.md", start_char=0, end_char=len(text), **kw)
 
 
-@pytest.fixture(params=["local", "server"])
+@pytest.fixture(params=["edge", "local", "server"])
 def any_store(request, tmp_path):
-    """The adapter in local mode, and against a Qdrant server when
+    """Each embedded engine, and the adapter against a Qdrant server when
     SIROCCO_TEST_QDRANT_URL names one (none ships here: skipped otherwise)."""
-    if request.param == "local":
-        yield QdrantStore(_settings(tmp_path))
+    if request.param != "server":
+        store = create_store(_settings(tmp_path, engine=request.param))
+        yield store
+        store.close()
         return
     url = os.environ.get("SIROCCO_TEST_QDRANT_URL")
     if not url:

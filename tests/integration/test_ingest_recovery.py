@@ -21,7 +21,7 @@ from ingest.jobs import add_items, create_job, get_report, start_item
 from ingest.models import Document
 from ingest.pipeline import parse_document
 from ingest.service import register_files
-from retrieval.qdrant_store import QdrantStore
+from retrieval.factory import create_store
 from sirocco.db import session_scope
 from sirocco.settings import Settings
 from tests.integration.workerutil import (
@@ -151,6 +151,6 @@ def test_a_worker_finishes_a_job_whose_messages_were_never_sent(
     assert (j.state, j.total, j.done, j.failed) == ("done", 3, 3, 0)
     with session_scope(st.factory) as s:
         assert {s.get(Document, i).status for i in ids} == {"done"}
-    assert QdrantStore(st.settings).count() == 3
+    assert create_store(st.settings).count() == 3
     assert "sent lost ingestion messages again" in log.read_text()
     st.close()

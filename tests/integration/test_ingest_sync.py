@@ -11,7 +11,7 @@ import pytest
 from ingest.jobs import cancel_job, get_report
 from ingest.models import Document
 from ingest.sources import add_source, get_source, sync_source
-from retrieval.qdrant_store import QdrantStore
+from retrieval.factory import create_store
 from sirocco.db import session_scope
 from tests.integration.workerutil import (
     database_url,
@@ -67,7 +67,7 @@ def test_sync_resync_failure_and_cancel(stack, tmp_path: Path) -> None:
         (folder / f"f{i}.md").write_text(f"# Note {i}\n\nThe code word {i} is zephyr-{i}.\n")
     with session_scope(factory) as s:
         add_source(folder, session=s)
-    store = QdrantStore(settings)
+    store = create_store(settings)
     log = tmp_path / "worker.log"
     proc = start_worker(env, queue, log)
     try:

@@ -18,7 +18,7 @@ import pytest
 import ingest.models  # noqa: F401
 from ingest.models import Document
 from ingest.service import register_files
-from retrieval.qdrant_store import QdrantStore
+from retrieval.factory import create_store
 from sirocco.db import Base, make_engine, make_session_factory, session_scope
 from sirocco.settings import Settings
 from tests.integration.workerutil import REDIS_URL, purge_queue, redis_or_skip, start_worker
@@ -138,7 +138,7 @@ def test_worker_ingests_fixtures_and_search_finds_them(broker, tmp_path, databas
         assert "expands" in by_name["bomb.docx"].error
 
         # Search from this process while the worker still runs (shared local store).
-        store = QdrantStore(settings)
+        store = create_store(settings)
         assert store.count() == sum(d.chunk_count for d in docs.values())
         hits = store.search(
             embedder.embed_query("How often must the turbine be serviced?"), top_k=3, tenant="acme"

@@ -25,8 +25,8 @@ from ingest.embed_stage import ingest_document
 from ingest.embedding.base import create_embedder
 from ingest.models import Document
 from ingest.service import Access, register_files
-from retrieval.qdrant_store import QdrantStore
-from retrieval.store import SEARCH_MODES, Principal, SearchFilter
+from retrieval.factory import create_store
+from retrieval.store import SEARCH_MODES, Principal, SearchFilter, Store
 from sirocco.db import Base, make_engine, make_session_factory, session_scope
 from sirocco.settings import Settings
 from sirocco.types import EVERYONE, group_acl_entry, user_acl_entry
@@ -61,16 +61,18 @@ class Corpus:
     settings: Settings
     factory: sessionmaker[Session]
     embedder: Any
-    store: QdrantStore
+    store: Store
     docs: dict[str, Document]
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corpus]:
-    """Both tenants' folders, ingested (real parser, embedder, Qdrant local)."""
+@pytest.fixture(scope="module", params=["edge", "local"])
+def corpus(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corpus]:
+    """Both tenants' folders, ingested (real parser, embedder, each embedded Qdrant engine)."""
     tmp_path = tmp_path_factory.mktemp("isolation")
     settings = Settings(env="test", data_dir=tmp_path / "var",
-                        qdrant={"path": str(tmp_path / "qdrant"), "collection": "iso"})
+                        qdrant={"path": str(tmp_path / "qdrant"), "collection": "iso",
+                                "engine": request.param})
     engine = make_engine(settings)
     Base.metadata.create_all(engine)
     factory = make_session_factory(engine)
@@ -86,7 +88,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corpus]:
                 ids += [d.id for d in register_files([folder], session=s, tenant=tenant,
                                                      access=access)]
     embedder = create_embedder(settings)
-    store = QdrantStore(settings)
+    store = create_store(settings)
     for doc_id in ids:
         assert ingest_document(doc_id, session_factory=factory, embedder=embedder, store=store,
                                settings=settings) > 0
@@ -114,6 +116,7 @@ def test_no_query_returns_a_chunk_the_caller_may_not_see(corpus: Corpus):
     assert checked > 200
 
 
+@pytest.mark.parametrize("corpus", ["edge"], indirect=True)  # the default engine
 async def test_chat_and_openai_endpoints_cite_only_visible_documents(
     corpus: Corpus, vllm_engine: Any, engine_settings: Settings
 ) -> None:

@@ -19,8 +19,9 @@ from assistant.service import Assistant
 from ingest.jobs import finish_item, start_item
 from ingest.models import Document
 from ingest.service import register_files
+from retrieval.factory import create_store
 from retrieval.passages import join_chunks
-from retrieval.qdrant_store import QdrantStore
+from retrieval.store import Store
 from sirocco.auth.keys import create_key
 from sirocco.db import Base, make_engine, make_session_factory, session_scope
 from sirocco.settings import Settings
@@ -46,8 +47,8 @@ def factory(settings: Settings) -> Iterator[sessionmaker[Session]]:
 
 
 @pytest.fixture
-def store(settings: Settings) -> Iterator[QdrantStore]:
-    store = QdrantStore(settings)
+def store(settings: Settings) -> Iterator[Store]:
+    store = create_store(settings)
     store.ensure_collection(ConstantEmbedder.dim)
     yield store
     store.close()
@@ -63,7 +64,7 @@ class Enqueued:
 
 @pytest.fixture
 def client(settings: Settings, factory: sessionmaker[Session],
-           store: QdrantStore) -> httpx.AsyncClient:
+           store: Store) -> httpx.AsyncClient:
     recorder = TraceRecorder(factory, user_salt=settings.auth.secret_key)
     engine = ScriptedEngine(["Economy class [1]."] * 4)
     assistant = Assistant(engine, StaticStore([make_hit(1)]), ConstantEmbedder(), recorder,
@@ -126,7 +127,7 @@ async def test_a_conversation_is_renamed_by_its_owner_only(client, factory) -> N
         assert r.status_code == 422
 
 
-def _index(store: QdrantStore, factory, *, tenant: str, acl: list[str] | None, text: str,
+def _index(store: Store, factory, *, tenant: str, acl: list[str] | None, text: str,
            chunk: int = 40) -> tuple[str, list[str]]:
     """A document of ``tenant`` with ``acl`` in SQL and in the store, cut into
     overlapping chunks of ``chunk`` characters (10 of overlap)."""

@@ -74,10 +74,19 @@ def test_search_mode_needs_its_inputs():
         resolve_mode([1.0], "q", "fuzzy")
 
 
-def test_factory_picks_local_mode(tmp_path):
+def test_factory_picks_edge_by_default_and_local_mode_on_request(tmp_path):
+    from retrieval.edge_store import EdgeStore
+
     store = create_store(Settings(data_dir=tmp_path))
-    assert isinstance(store, QdrantStore)
+    assert isinstance(store, EdgeStore)
+    assert store.root == (tmp_path / "qdrant" / "edge" / "sirocco_chunks").resolve()
+    local = create_store(Settings(data_dir=tmp_path, qdrant={"engine": "local"}))
+    assert isinstance(local, QdrantStore) and not isinstance(local, EdgeStore)
     assert (tmp_path / "qdrant.lock").parent.exists()
+    # A server wins over either embedded engine.
+    remote = create_store(Settings(data_dir=tmp_path, qdrant={"url": "http://127.0.0.1:1"}))
+    assert isinstance(remote, QdrantStore)
+    remote.close()
 
 
 def test_file_lock_waits_then_times_out_with_a_clear_message(tmp_path):
