@@ -29,6 +29,7 @@ BENCHES = {
     "ingest.py": "sirocco / langchain pipeline",
     "retrieval.py": "hybrid p50 / langchain dense p50:",
     "embed_quality.py": "quality gate",
+    "served_ingest.py": "served (embedded default) / in-process docs/s:",
 }
 
 
