@@ -42,11 +42,12 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "info",
     stage: Annotated[
         list[str] | None,
-        typer.Option(help="Consume only this stage's queue: parse or embed (repeatable)."),
+        typer.Option(help="Consume only this stage's queue: parse, embed or exports "
+                          "(repeatable)."),
     ] = None,
 ) -> None:
-    """Run a Celery ingestion worker (Redis broker, or the embedded one); by
-    default it consumes both the parse and the embed queue."""
+    """Run a Celery worker (Redis broker, or the embedded one); by default it
+    consumes the parse, embed and exports queues."""
     setup_logging()
     from workers.app import run_worker
 
@@ -73,11 +74,12 @@ def up(
     from ingest.embedding.onnx_export import prepare_embedding_model
 
     prepare_embedding_model(settings)
-    # One worker per stage: parsing a large file never holds up embedding.
+    # One worker per stage: parsing a large file never holds up embedding, and
+    # an ingestion never holds up an export (their own queue and worker).
     # Warnings only from the workers: the job's progress is what a person follows.
     workers = [subprocess.Popen([sys.executable, "-m", "sirocco", "worker", "--stage", stage,
                                  "--loglevel", "warning"])
-               for stage in ("parse", "embed")]
+               for stage in ("parse", "embed", "exports")]
     try:
         if ingest_path is not None:
             _, queued = register_and_enqueue(settings, ingest_path.resolve(), "default")

@@ -121,6 +121,13 @@ def finish_if_complete(*, session: Session, job_id: str) -> None:
     )
 
 
+def job_cancelled(job_id: str, *, session_factory: sessionmaker[Session]) -> bool:
+    """Whether the job was cancelled: its queued work is to be dropped (one
+    query for a whole batch of its messages)."""
+    with session_scope(session_factory) as session:
+        return session.scalar(select(Job.state).where(Job.id == job_id)) == "cancelled"
+
+
 def start_item(job_id: str, doc_id: str, *, session_factory: sessionmaker[Session]) -> bool:
     """Mark the item running (a redelivered or retried one may be running
     already) and the job running; False when the item is no longer to be done

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,17 +83,68 @@ def register_files(
     committed: commit, then enqueue. Raises ``NotFoundError`` for a path that
     does not exist.
     """
+    files = list(iter_files(paths))
+    # Thousands of files: the rows they may match are read in a few queries up
+    # front and the new rows inserted in one flush, not two queries each.
+    known = Known.load(files, session=session, tenant=tenant)
     changed: list[Document] = []
-    for path in iter_files(paths):
+    for path in files:
         staged = stage_file(
             path, session=session, tenant=tenant, force=force, source_id=source_id,
-            access=access,
+            access=access, known=known,
         )
         if staged.outcome != "unchanged":
             changed.append(staged.doc)
         changed.extend(staged.promoted)
     session.flush()
     return changed
+
+
+#: Values per ``IN (...)`` list (SQLite's bound-parameter limit is far above this).
+_IN_CHUNK = 500
+
+
+@dataclass(slots=True)
+class Known:
+    """What one registration of many files needs from the database, read in a
+    few queries: the tenant's documents at these paths, those with these
+    contents, and each file's SHA-256. ``stage_file`` keeps it current with the
+    documents it creates or changes."""
+
+    by_path: dict[str, Document]
+    by_hash: dict[str, list[Document]]
+    digests: dict[Path, str]
+
+    @classmethod
+    def load(cls, files: list[Path], *, session: Session, tenant: str) -> Known:
+        digests = {p: file_sha256(p) for p in files}
+        by_path: dict[str, Document] = {}
+        by_hash: dict[str, list[Document]] = {}
+        for column, values in ((Document.source_path, [str(p) for p in files]),
+                               (Document.content_hash, sorted(set(digests.values())))):
+            for i in range(0, len(values), _IN_CHUNK):
+                for doc in session.scalars(select(Document).where(
+                        Document.tenant == tenant, column.in_(values[i:i + _IN_CHUNK]))):
+                    by_path.setdefault(doc.source_path, doc)
+                    if doc.content_hash is not None:
+                        by_hash.setdefault(doc.content_hash, []).append(doc)
+        for docs in by_hash.values():
+            docs.sort(key=lambda d: (d.created_at, d.id))
+        return cls(by_path, {h: list(dict.fromkeys(d)) for h, d in by_hash.items()}, digests)
+
+    def original(self, digest: str, doc: Document) -> Document | None:
+        """The first live document (not a duplicate) with this content and the
+        same access as ``doc``, other than ``doc``."""
+        return next((d for d in self.by_hash.get(digest, ())
+                     if d is not doc and d.content_hash == digest and d.duplicate_of is None
+                     and same_access(d, doc)), None)
+
+    def add(self, doc: Document) -> None:
+        self.by_path[doc.source_path] = doc
+        if doc.content_hash is not None:
+            docs = self.by_hash.setdefault(doc.content_hash, [])
+            if doc not in docs:
+                docs.append(doc)
 
 
 def stage_file(
@@ -103,6 +155,7 @@ def stage_file(
     force: bool = False,
     source_id: str | None = None,
     access: Access | None = None,
+    known: Known | None = None,
 ) -> Staged:
     """Register one file; ``Staged.outcome`` is "unchanged" (nothing to do),
     "queued" (new or changed: to ingest) or "duplicate"; ``Staged.promoted``
@@ -118,13 +171,20 @@ def stage_file(
     was until then). When the original changes or goes away,
     ``promote_duplicates`` makes one of its duplicates the new original.
     """
-    digest = file_sha256(path)
+    digest = known.digests.get(path) if known is not None else None
+    digest = digest or file_sha256(path)
     source = str(path)
-    doc = session.scalar(
-        select(Document).where(Document.tenant == tenant, Document.source_path == source)
-    )
+    if known is not None:
+        doc = known.by_path.get(source)
+    else:
+        doc = session.scalar(
+            select(Document).where(Document.tenant == tenant, Document.source_path == source)
+        )
     if doc is None:
-        doc = Document(tenant=tenant, source_path=source, title=path.stem, chunk_count=0)
+        # The id now, not at the flush: a later file of the same registration
+        # may name this one as its original before anything is flushed.
+        doc = Document(id=str(uuid.uuid4()), tenant=tenant, source_path=source,
+                       title=path.stem, chunk_count=0)
         session.add(doc)
     elif (not force and doc.content_hash == digest and doc.status not in ("failed", "cancelled")
           and (access is None or (doc.acl, doc.tags) == (access.acl, access.tags))):
@@ -142,16 +202,22 @@ def stage_file(
     doc.content_hash = digest
     doc.error = None
     doc.attempts = 0
-    session.flush()
     # Only a copy with the same access counts: its chunks then show exactly to
     # those who may see this file, and a duplicate never confirms that a file
     # the uploader may not see exists.
-    original = next((d for d in session.scalars(
-        select(Document)
-        .where(Document.tenant == tenant, Document.content_hash == digest,
-               Document.id != doc.id, Document.duplicate_of.is_(None))
-        .order_by(Document.created_at, Document.id)
-    ) if same_access(d, doc)), None)
+    if known is not None:
+        for d in promoted:
+            known.add(d)
+        original = known.original(digest, doc)
+        known.add(doc)
+    else:
+        session.flush()
+        original = next((d for d in session.scalars(
+            select(Document)
+            .where(Document.tenant == tenant, Document.content_hash == digest,
+                   Document.id != doc.id, Document.duplicate_of.is_(None))
+            .order_by(Document.created_at, Document.id)
+        ) if same_access(d, doc)), None)
     if original is not None and not force:
         doc.status, doc.duplicate_of = "duplicate", original.id
         return Staged("duplicate", doc, promoted)

@@ -28,6 +28,7 @@ from ingest.jobs import (
 from ingest.models import Document, Job, Source, StagedChunks
 from ingest.service import (
     Access,
+    Known,
     Skipped,
     iter_files,
     promote_duplicates,
@@ -175,9 +176,11 @@ def sync_source(source: Source, *, session: Session, store: Store) -> SyncPlan:
     duplicates: list[Document] = []
     skipped: list[Skipped] = []
     unchanged = 0
-    for path in iter_files([source.path], skipped=skipped):
+    files = list(iter_files([source.path], skipped=skipped))
+    known = Known.load(files, session=session, tenant=source.tenant)
+    for path in files:
         staged = stage_file(path, session=session, tenant=source.tenant, source_id=source.id,
-                            access=Access(acl=source.acl, tags=source.tags))
+                            access=Access(acl=source.acl, tags=source.tags), known=known)
         seen.add(staged.doc.id)
         queued.extend(staged.promoted)
         if staged.outcome == "unchanged":

@@ -76,8 +76,19 @@ class CelerySettings(BaseModel):
         "Worker processes of one Celery worker (its --concurrency) unless the command "
         "line gives one."))
     queue_prefix: str = Field(default="sirocco", description=(
-        "Queues are \"<prefix>.parse\" and \"<prefix>.embed\": a slow parser never holds "
-        "up embedding when each has its own worker."))
+        "Queues are \"<prefix>.parse\", \"<prefix>.embed\" and \"<prefix>.exports\": a "
+        "slow parser never holds up embedding, nor a large ingestion an export, when each "
+        "has its own worker."))
+    parse_batch_docs: int = Field(default=32, ge=1, description=(
+        "Documents per parse message: the broker's cost per message (a poll, a round "
+        "trip) is paid once per batch. Each document keeps its own outcome and retries."))
+    parse_batch_s: float = Field(default=60.0, gt=0, description=(
+        "A parse batch running longer than this, in seconds, sends its remaining "
+        "documents on in a new message (large files never push a batch past the time "
+        "limit)."))
+    broker_poll_s: float = Field(default=0.05, gt=0, description=(
+        "Embedded broker only: how often, in seconds, a worker looks for new messages "
+        "(kombu's SQL transport polls; Redis pushes)."))
     visibility_timeout_s: int | None = Field(default=None, description=(
         "Redis only: an unacked message (its worker was killed) is redelivered after this "
         "many seconds. None: long enough for the longest task plus its retry delay."))

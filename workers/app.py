@@ -16,7 +16,7 @@ from celery import Celery
 from sirocco.db import redacted_url
 from sirocco.errors import ConfigError
 from sirocco.settings import Settings
-from workers.export_tasks import register_export_tasks
+from workers.export_tasks import EXPORT_TRACES, register_export_tasks
 from workers.recovery import RecoveryStep
 from workers.tasks import RETRY_BACKOFF_MAX_S, queue_names, register_tasks, task_routes
 
@@ -33,7 +33,10 @@ class SiroccoCelery(Celery):
 def create_celery(settings: Settings) -> SiroccoCelery:
     """A configured Celery app with Sirocco's tasks registered. No I/O besides
     creating ``data_dir`` for the embedded broker file."""
-    broker = settings.broker_url
+    broker, transport = settings.broker_url, None
+    if broker.startswith("sqla+"):
+        # The URL's "sqla+" would pick kombu's own transport; ours reads the polling interval.
+        broker, transport = broker.removeprefix("sqla+"), "workers.sql_broker:Transport"
     app = SiroccoCelery("sirocco", broker=broker, set_as_current=False)
     app.settings = settings
     c = settings.celery
@@ -45,7 +48,9 @@ def create_celery(settings: Settings) -> SiroccoCelery:
         task_ignore_result=True,
         result_backend=None,
         task_default_queue=queue_names(settings)["parse"],
-        task_routes=task_routes(settings),
+        # Exports (and other short tasks) on their own queue: never behind an ingestion.
+        task_routes={**task_routes(settings),
+                     EXPORT_TRACES: {"queue": queue_names(settings)["exports"]}},
         # Idempotent tasks, so ack after the work and redeliver if the worker dies.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -62,12 +67,13 @@ def create_celery(settings: Settings) -> SiroccoCelery:
         worker_max_memory_per_child=c.max_memory_per_child_kib or None,
         task_time_limit=c.task_time_limit_s,
         task_soft_time_limit=c.task_soft_time_limit_s,
+        broker_transport=transport,
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=10,
         broker_transport_options=_transport_options(settings),
         enable_utc=True,
     )
-    if broker.startswith("sqla+sqlite:"):
+    if transport is not None and broker.startswith("sqlite:"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     # Every task module, from one list: they never import each other.
     for register in (register_tasks, register_export_tasks):
@@ -96,9 +102,11 @@ def _transport_options(settings: Settings) -> dict[str, object]:
             "socket_connect_timeout": 10,
             "retry_on_timeout": True,
         }
-    # kombu's SQLAlchemy transport passes these straight to create_engine(): SQLite
-    # waits up to 30 s for a writer (API enqueueing vs worker polling).
-    return {"connect_args": {"timeout": 30}}
+    # kombu's SQLAlchemy transport passes connect_args straight to create_engine():
+    # SQLite waits up to 30 s for a writer (API enqueueing vs worker polling).
+    # polling_interval: kombu's default (1 s) is paid once per message, since a
+    # worker with a full prefetch sleeps a whole interval before it looks again.
+    return {"connect_args": {"timeout": 30}, "polling_interval": c.broker_poll_s}
 
 
 def run_worker(
@@ -112,9 +120,11 @@ def run_worker(
 ) -> None:
     """Run a Celery worker in this process until it is stopped (SIGTERM: warm shutdown).
 
-    ``stages``: which queues to consume, "parse" and/or "embed" (default both).
-    One worker per stage keeps a slow parser from holding up embedding, and
-    only embed workers load the embedding model.
+    ``stages``: which queues to consume, "parse", "embed" and/or "exports"
+    (default all). One worker per stage keeps a slow parser from holding up
+    embedding, and a large ingestion from holding up an export; only embed
+    workers load the embedding model, and only parse and embed workers look
+    for lost ingestion messages.
 
     pool="prefork" (default) forks ``concurrency`` child processes; each loads
     its own embedding model on its first task. It is the only pool that
@@ -122,8 +132,11 @@ def run_worker(
     imported in the parent, so forking is safe. pool="solo" runs tasks in this
     process (one at a time, no time limits): handy for debugging.
     """
-    app = create_celery(settings)
     names = queue_names(settings)
+    if stages and not {"parse", "embed"} & set(stages):
+        settings = settings.model_copy(update={"celery": settings.celery.model_copy(
+            update={"recover_interval_s": 0})})
+    app = create_celery(settings)
     unknown = sorted(set(stages or ()) - set(names))
     if unknown:
         raise ConfigError(f"unknown stage(s) {unknown}; valid: {sorted(names)}")

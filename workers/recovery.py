@@ -59,7 +59,7 @@ from ingest.jobs import ACTIVE
 from ingest.models import Document, Job, JobItem, StagedChunks
 from sirocco.db import make_engine, make_session_factory, session_scope, utcnow
 from sirocco.settings import Settings
-from workers.tasks import EMBED_DOCUMENT, PARSE_DOCUMENT, queue_names
+from workers.tasks import EMBED_DOCUMENT, PARSE_DOCUMENT, batches, queue_names
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -92,10 +92,11 @@ def _queue_keys(queue: str) -> list[str]:
     return [queue if p == 0 else f"{queue}{_PRIORITY_SEP}{p}" for p in _PRIORITY_STEPS]
 
 
-def message_task(raw: bytes | str) -> tuple[str, str] | None:
-    """(task name, document id) of a kombu Redis message, as queued (the
-    payload) or unacked (``[payload, exchange, routing_key]``); None for
-    anything else."""
+def message_tasks(raw: bytes | str) -> list[tuple[str, str]]:
+    """(task name, document id) for each document of a kombu message, as
+    queued (the payload) or unacked on Redis (``[payload, exchange,
+    routing_key]``); a message's first argument is one document id or a batch
+    of them. Empty for anything else."""
     try:
         payload: Any = json.loads(raw)
         if isinstance(payload, list):
@@ -105,13 +106,20 @@ def message_task(raw: bytes | str) -> tuple[str, str] | None:
         if payload.get("properties", {}).get("body_encoding") == "base64":
             body = base64.b64decode(body)
         args = json.loads(body)[0]
-        return (task, args[0]) if isinstance(task, str) and isinstance(args[0], str) else None
+        return _pairs(task, args[0])
     except (ValueError, TypeError, KeyError, IndexError):
-        return None
+        return []
+
+
+def _pairs(task: Any, first: Any) -> list[tuple[str, str]]:
+    ids = [first] if isinstance(first, str) else first if isinstance(first, list) else []
+    if not isinstance(task, str) or not all(isinstance(i, str) for i in ids):
+        return []
+    return [(task, i) for i in ids]
 
 
 def _found(raws: Iterable[bytes | str]) -> set[tuple[str, str]]:
-    return {t for raw in raws if (t := message_task(raw)) is not None}
+    return {t for raw in raws for t in message_tasks(raw)}
 
 
 def redis_pending(client: Redis, queues: Sequence[str]) -> set[tuple[str, str]] | None:
@@ -163,18 +171,19 @@ def held_here() -> set[tuple[str, str]]:
     running, or waiting for a retry's ETA (empty outside a worker)."""
     from celery.worker import state
 
-    held = set()
+    held: set[tuple[str, str]] = set()
     for req in list(state.requests.values()):
         args = getattr(req, "args", None) or ()
-        if args and isinstance(args[0], str):
-            held.add((req.name, args[0]))
+        if args:
+            held.update(_pairs(req.name, args[0]))
     return held
 
 
 def pending_messages(settings: Settings, client: Redis | None) -> set[tuple[str, str]] | None:
     """What the broker still holds for our queues, plus this worker's tasks;
     None when there is too much to look at."""
-    queues = list(queue_names(settings).values())
+    names = queue_names(settings)
+    queues = [names["parse"], names["embed"]]
     if settings.redis.url:
         assert client is not None, "a Redis broker needs its client"
         found = redis_pending(client, queues)
@@ -230,11 +239,16 @@ def recover_lost(
                     embed=[d for d in parsed if (EMBED_DOCUMENT, d) not in pending])
     if not out.parse and not out.embed:
         return out
+    size = settings.celery.parse_batch_docs
+    by_job: dict[str, list[str]] = {}
+    for job_id, doc_id in out.parse:
+        by_job.setdefault(job_id, []).append(doc_id)
     with celery_app.producer_or_acquire() as producer:
-        for job_id, doc_id in out.parse:
-            celery_app.send_task(PARSE_DOCUMENT, args=[doc_id, job_id], producer=producer)
-        for doc_id in out.embed:
-            celery_app.send_task(EMBED_DOCUMENT, args=[doc_id], producer=producer)
+        for job_id, doc_ids in by_job.items():
+            for batch in batches(doc_ids, size):
+                celery_app.send_task(PARSE_DOCUMENT, args=[batch, job_id], producer=producer)
+        for batch in batches(out.embed, size):
+            celery_app.send_task(EMBED_DOCUMENT, args=[batch], producer=producer)
     if out.parse:  # the grace period starts again for these
         with session_scope(session_factory) as session:
             for job_id, doc_id in out.parse:

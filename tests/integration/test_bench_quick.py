@@ -31,6 +31,7 @@ BENCHES = {
     "embed_quality.py": "quality gate",
     "served.py": "ratio served/in-process",
     "store_scale.py": "local served p50 / edge socket p50:",
+    "served_ingest.py": "served (embedded default) / in-process docs/s:",
 }
 
 

@@ -92,13 +92,23 @@ def test_rebuild_swaps_the_alias_while_queries_keep_working(tmp_path: Path):
         searcher = threading.Thread(target=query)
         searcher.start()
         try:
+            # Querying before the rebuild starts (the embedder loads first):
+            # batched ingestion may otherwise finish the rebuild before a query.
+            deadline = time.monotonic() + 120
+            while not results and not errors and time.monotonic() < deadline:
+                time.sleep(0.1)
             with session_scope(factory) as s:
                 job, ids = start_rebuild(session=s, store=store, dim=384)
                 rebuild_job = job.id
             assert store.index_status()["building"] == f"{alias}__2"
             enqueue_documents(app, ids, job_id=rebuild_job)
             report = _wait_job(factory, rebuild_job, worker, log)
-            time.sleep(1)  # a few more queries against the swapped alias
+            during = len(results)
+            # More queries against the swapped alias (batched ingestion may
+            # finish the rebuild before many ran on a busy machine).
+            deadline = time.monotonic() + 60
+            while len(results) < during + 20 and time.monotonic() < deadline:
+                time.sleep(0.1)
         finally:
             stop.set()
             searcher.join(30)

@@ -64,7 +64,7 @@ def _job_counts(factory, job_id: str) -> tuple[int, int]:
         return j.done, j.failed
 
 
-@pytest.mark.parametrize("broker", ["redis"])  # embedded: see the closing note
+@pytest.mark.parametrize("broker", ["redis", "embedded"])
 def test_kill_9_mid_job_then_a_new_worker_finishes_it_exactly_once(
     tmp_path: Path, request: pytest.FixtureRequest, broker: str
 ):

@@ -33,7 +33,7 @@ from tests.integration.workerutil import (
     worker_stack,
 )
 from workers.app import create_celery
-from workers.recovery import UNACKED_KEY, RecoveryStep, message_task, recover_lost
+from workers.recovery import UNACKED_KEY, RecoveryStep, message_tasks, recover_lost
 from workers.tasks import EMBED_DOCUMENT, PARSE_DOCUMENT, enqueue_documents, queue_names
 
 pytestmark = pytest.mark.integration
@@ -58,7 +58,7 @@ def _register_job(factory, root: Path) -> tuple[str, list[str]]:
 
 
 def _queued(client: redis.Redis, queue: str) -> list[tuple[str, str]]:
-    return sorted(t for raw in client.lrange(queue, 0, -1) if (t := message_task(raw)))
+    return sorted(t for raw in client.lrange(queue, 0, -1) for t in message_tasks(raw))
 
 
 def _with(settings: Settings, **celery: int) -> Settings:
@@ -69,7 +69,8 @@ def test_sweep_sends_only_the_missing_messages(tmp_path: Path, request: pytest.F
     redis_or_skip()
     st = worker_stack(tmp_path, database_url(tmp_path, request), name="recover")
     try:
-        settings = _with(st.settings, recover_after_s=0)
+        # One document a message, so each can be held or lost on its own.
+        settings = _with(st.settings, recover_after_s=0, parse_batch_docs=1)
         app, client = create_celery(settings), redis.Redis.from_url(REDIS_URL)
         q = queue_names(settings)
         _notes(tmp_path / "docs", 4)

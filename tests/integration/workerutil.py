@@ -31,12 +31,14 @@ def redis_or_skip() -> None:
     require_service("Redis", REDIS_URL, 6379)
 
 
-def start_worker(env: dict[str, str], prefix: str, log: Path) -> subprocess.Popen:
-    """A worker process (concurrency 1) on both queues of ``prefix``
-    (``SIROCCO_CELERY__QUEUE_PREFIX``), otherwise configured by ``env``."""
+def start_worker(env: dict[str, str], prefix: str, log: Path,
+                 stages: list[str] | None = None) -> subprocess.Popen:
+    """A worker process (concurrency 1) on the queues of ``stages`` (default:
+    every queue) of ``prefix`` (``SIROCCO_CELERY__QUEUE_PREFIX``), otherwise
+    configured by ``env``."""
     code = (
         "from sirocco.settings import get_settings; from workers.app import run_worker; "
-        "run_worker(get_settings(), loglevel='info', concurrency=1)"
+        f"run_worker(get_settings(), loglevel='info', concurrency=1, stages={stages!r})"
     )
     return subprocess.Popen(
         [sys.executable, "-c", code], cwd=REPO,
@@ -61,7 +63,7 @@ def purge_queue(prefix: str) -> None:
     import redis
 
     r = redis.Redis.from_url(REDIS_URL)
-    r.delete(*r.keys(f"*{prefix}*"), f"{prefix}.parse", f"{prefix}.embed")
+    r.delete(*r.keys(f"*{prefix}*"), f"{prefix}.parse", f"{prefix}.embed", f"{prefix}.exports")
 
 
 def wait_for(factory, ids: list[str], proc, log: Path, timeout: float = 300

@@ -10,6 +10,7 @@ import pytest
 from sirocco.errors import ConfigError, UnavailableError
 from sirocco.settings import Settings
 from workers.app import create_celery
+from workers.export_tasks import EXPORT_TRACES
 from workers.tasks import EMBED_DOCUMENT, PARSE_DOCUMENT, enqueue_documents
 
 
@@ -20,7 +21,9 @@ def test_celery_contract(tmp_path: Path):
     app = create_celery(settings)
     c = app.conf
     assert app.settings is settings
-    assert c.broker_url == f"sqla+sqlite:///{tmp_path.resolve()}/broker.sqlite"
+    # The embedded broker: kombu's SQL transport (our subclass reads the polling interval).
+    assert c.broker_url == f"sqlite:///{tmp_path.resolve()}/broker.sqlite"
+    assert c.broker_transport == "workers.sql_broker:Transport"
     assert (c.task_serializer, list(c.accept_content)) == ("json", ["json"])
     assert c.task_ignore_result and c.task_acks_late and c.task_reject_on_worker_lost
     assert c.task_acks_on_timeout is False  # a hard-killed task is redelivered
@@ -28,11 +31,16 @@ def test_celery_contract(tmp_path: Path):
     assert (c.task_time_limit, c.task_soft_time_limit) == (100, 90)
     assert c.broker_connection_retry_on_startup
     # SQLAlchemy transport options go to create_engine(): nothing else may be there.
-    assert c.broker_transport_options == {"connect_args": {"timeout": 30}}
+    # polling_interval: kombu's virtual transport reads it (not create_engine()).
+    assert c.broker_transport_options == {"connect_args": {"timeout": 30},
+                                          "polling_interval": 0.05}
     assert {PARSE_DOCUMENT, EMBED_DOCUMENT} <= set(app.tasks)
-    # Parsing and embedding have their own queues, so each can have its own workers.
+    # Parsing, embedding and exports have their own queues, so each can have its
+    # own workers and an export never waits behind an ingestion.
     assert c.task_routes == {PARSE_DOCUMENT: {"queue": "sirocco.parse"},
-                             EMBED_DOCUMENT: {"queue": "sirocco.embed"}}
+                             EMBED_DOCUMENT: {"queue": "sirocco.embed"},
+                             EXPORT_TRACES: {"queue": "sirocco.exports"}}
+    assert c.task_default_queue == "sirocco.parse"
 
 
 def test_worker_children_are_replaced_past_a_memory_ceiling(tmp_path: Path):
@@ -44,10 +52,11 @@ def test_worker_children_are_replaced_past_a_memory_ceiling(tmp_path: Path):
     assert off.conf.worker_max_memory_per_child is None
 
 
-def test_queue_prefix_names_both_queues(tmp_path: Path):
+def test_queue_prefix_names_every_queue(tmp_path: Path):
     app = create_celery(Settings(data_dir=tmp_path, celery={"queue_prefix": "acme"}))
     assert app.conf.task_routes[PARSE_DOCUMENT] == {"queue": "acme.parse"}
     assert app.conf.task_routes[EMBED_DOCUMENT] == {"queue": "acme.embed"}
+    assert app.conf.task_routes[EXPORT_TRACES] == {"queue": "acme.exports"}
 
 
 def test_redis_broker_gets_a_visibility_timeout_longer_than_a_task(tmp_path: Path):
@@ -68,7 +77,7 @@ def test_redis_broker_gets_a_visibility_timeout_longer_than_a_task(tmp_path: Pat
 def test_a_worker_refuses_an_unknown_stage(tmp_path: Path):
     from workers.app import run_worker
 
-    expected = r"unknown stage\(s\) \['pasre'\]; valid: \['embed', 'parse'\]"
+    expected = r"unknown stage\(s\) \['pasre'\]; valid: \['embed', 'exports', 'parse'\]"
     with pytest.raises(ConfigError, match=expected):
         run_worker(Settings(data_dir=tmp_path), stages=["pasre"])
 
@@ -99,3 +108,21 @@ def test_enqueue_with_broker_down_is_unavailable(tmp_path: Path):
     app.conf.broker_transport_options = {"socket_connect_timeout": 1}
     with pytest.raises(UnavailableError, match="task queue is unreachable"):
         enqueue_documents(app, ["doc-1"])
+
+
+def test_documents_are_sent_in_batches(tmp_path: Path):
+    """``celery.parse_batch_docs`` documents a message: the broker's cost per
+    message is paid once per batch, and each message names its documents."""
+    from workers.recovery import sql_pending
+
+    settings = Settings(data_dir=tmp_path, celery={"parse_batch_docs": 2})
+    app = create_celery(settings)
+    ids = [f"doc-{i}" for i in range(5)]
+    task_ids = enqueue_documents(app, ids, job_id="job-1")
+    assert len(task_ids) == 5 and len(set(task_ids)) == 3  # [0, 1], [2, 3], [4]
+    assert task_ids[0] == task_ids[1] != task_ids[2] == task_ids[3] != task_ids[4]
+    queues = [f"{settings.celery.queue_prefix}.parse"]
+    assert sql_pending(settings.broker_url, queues) == {(PARSE_DOCUMENT, i) for i in ids}
+    with app.connection_for_read() as conn:
+        first = conn.default_channel.basic_get(queue=queues[0], no_ack=True)
+        assert first is not None and first.decode()[0] == [["doc-0", "doc-1"], "job-1"]

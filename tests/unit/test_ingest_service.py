@@ -141,6 +141,43 @@ def test_register_skips_unchanged_and_requeues_changed_or_failed(factory, files,
     assert len(_register(factory, [files], tenant="acme")) == 2
 
 
+def test_registering_many_files_costs_a_few_statements_not_some_per_file(factory, tmp_path):
+    """Thousands of files are one transaction with a few reads and one batched
+    insert; copies of one content within the batch still find their original."""
+    from sqlalchemy import Engine, event
+
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(60):
+        (root / f"n{i:02d}.md").write_text(f"# Note\nbody {i % 50}\n")  # 10 copies
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args) -> None:
+        statements.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", count)
+    try:
+        got = dict(_register(factory, [root]))
+    finally:
+        event.remove(Engine, "before_cursor_execute", count)
+    assert len(got) == 60
+    assert len(statements) < 10, statements
+    with session_scope(factory) as s:
+        docs = {Path(d.source_path).name: d for d in s.scalars(select(Document))}
+    assert sum(d.status == "duplicate" for d in docs.values()) == 10
+    # n50 has n00's content: the earlier file is the original.
+    assert (docs["n50.md"].status, docs["n50.md"].duplicate_of) == ("duplicate", got["n00.md"])
+    assert docs["n00.md"].status == "queued"
+    # Registered again unchanged: nothing to do, still a few statements.
+    statements.clear()
+    event.listen(Engine, "before_cursor_execute", count)
+    try:
+        assert _register(factory, [root]) == []
+    finally:
+        event.remove(Engine, "before_cursor_execute", count)
+    assert len(statements) < 10, statements
+
+
 def test_register_missing_path(factory, tmp_path):
     with (
         pytest.raises(NotFoundError, match="nowhere: no such file or folder"),

@@ -14,7 +14,7 @@ import pytest
 
 from sirocco.settings import Settings
 from workers.app import create_celery
-from workers.recovery import RecoveryStep, held_here, message_task, sql_pending
+from workers.recovery import RecoveryStep, held_here, message_tasks, sql_pending
 from workers.tasks import EMBED_DOCUMENT, PARSE_DOCUMENT, enqueue_documents, queue_names
 
 
@@ -28,22 +28,30 @@ def _payload(task: str, args: list[Any]) -> dict[str, Any]:
                            "delivery_info": {"exchange": "", "routing_key": "sirocco.parse"}}}
 
 
-def test_message_task_reads_queued_and_unacked_messages():
+def test_message_tasks_reads_queued_and_unacked_messages():
     queued = json.dumps(_payload(PARSE_DOCUMENT, ["doc-1", "job-1"]))
-    assert message_task(queued) == (PARSE_DOCUMENT, "doc-1")
-    assert message_task(queued.encode()) == (PARSE_DOCUMENT, "doc-1")
+    assert message_tasks(queued) == [(PARSE_DOCUMENT, "doc-1")]
+    assert message_tasks(queued.encode()) == [(PARSE_DOCUMENT, "doc-1")]
     unacked = json.dumps([_payload(EMBED_DOCUMENT, ["doc-2"]), "", "sirocco.embed"])
-    assert message_task(unacked) == (EMBED_DOCUMENT, "doc-2")
+    assert message_tasks(unacked) == [(EMBED_DOCUMENT, "doc-2")]
+
+
+def test_message_tasks_reads_every_document_of_a_batch():
+    batch = json.dumps(_payload(PARSE_DOCUMENT, [["doc-1", "doc-2"], "job-1"]))
+    assert message_tasks(batch) == [(PARSE_DOCUMENT, "doc-1"), (PARSE_DOCUMENT, "doc-2")]
+    embed = json.dumps([_payload(EMBED_DOCUMENT, [["doc-3", "doc-4"]]), "", "sirocco.embed"])
+    assert message_tasks(embed) == [(EMBED_DOCUMENT, "doc-3"), (EMBED_DOCUMENT, "doc-4")]
 
 
 @pytest.mark.parametrize("raw", [
     "", "not json", "[]", "{}", json.dumps({"headers": {}, "body": ""}),
     json.dumps(_payload(PARSE_DOCUMENT, [])),
     json.dumps(_payload(PARSE_DOCUMENT, [42])),
+    json.dumps(_payload(PARSE_DOCUMENT, [["d", 42]])),
     json.dumps({**_payload(PARSE_DOCUMENT, ["d"]), "body": "%%%"}),
 ])
-def test_message_task_ignores_what_it_cannot_read(raw: str):
-    assert message_task(raw) is None
+def test_message_tasks_ignores_what_it_cannot_read(raw: str):
+    assert message_tasks(raw) == []
 
 
 class _Timer:
@@ -84,8 +92,9 @@ def test_the_embedded_broker_sweeps_too_and_zero_turns_it_off(tmp_path: Path):
 
 
 def test_sql_pending_sees_waiting_messages_not_taken_ones(tmp_path: Path):
-    """kombu's SQL transport on a SQLite file: the embedded broker itself."""
-    settings = Settings(data_dir=tmp_path)
+    """kombu's SQL transport on a SQLite file: the embedded broker itself (one
+    document a message, so one can be taken on its own)."""
+    settings = Settings(data_dir=tmp_path, celery={"parse_batch_docs": 1})
     queues = list(queue_names(settings).values())
     assert sql_pending(settings.broker_url, queues) == set()  # no table yet
     app = create_celery(settings)
@@ -108,8 +117,10 @@ def test_held_here_lists_this_workers_tasks(monkeypatch: pytest.MonkeyPatch):
         "t1": SimpleNamespace(name=PARSE_DOCUMENT, args=["doc-1", "job-1"]),
         "t2": SimpleNamespace(name=EMBED_DOCUMENT, args=["doc-2"]),
         "t3": SimpleNamespace(name="other", args=[]),
+        "t4": SimpleNamespace(name=PARSE_DOCUMENT, args=[["doc-3", "doc-4"], "job-1"]),
     })
-    assert held_here() == {(PARSE_DOCUMENT, "doc-1"), (EMBED_DOCUMENT, "doc-2")}
+    assert held_here() == {(PARSE_DOCUMENT, "doc-1"), (EMBED_DOCUMENT, "doc-2"),
+                           (PARSE_DOCUMENT, "doc-3"), (PARSE_DOCUMENT, "doc-4")}
 
 
 def test_a_failing_sweep_is_logged_not_raised(tmp_path: Path, caplog: pytest.LogCaptureFixture):
