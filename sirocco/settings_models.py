@@ -97,6 +97,18 @@ class LLMSettings(BaseModel):
         "for fewer or more."))
     temperature: float = Field(default=0.0, description=(
         "Generation default: sampling temperature, unless the request sets one."))
+    repetition_penalty: float = Field(default=1.0, gt=0, description=(
+        "Generation default: vLLM's repetition_penalty (1.0: off; above 1 discourages "
+        "tokens already in the prompt or the answer, so a small model does not loop "
+        "\"no, no, no\" until max_tokens)."))
+    frequency_penalty: float = Field(default=0.0, ge=-2, le=2, description=(
+        "Generation default: OpenAI's frequency_penalty (0: off; above 0 discourages "
+        "tokens by how often the answer already used them)."))
+    answer_format: Literal["free", "cited"] = Field(default="free", description=(
+        "How a grounded answer is written: \"free\" (the model is asked to cite [n]; "
+        "large models do) or \"cited\" (structured outputs force every sentence to end "
+        "with the number of a source that was shown, or the answer to be the not-found "
+        "sentence; for small models that do not cite on their own)."))
 
     @model_validator(mode="before")
     @classmethod
@@ -249,5 +261,10 @@ class AssistantSettings(BaseModel):
         "[\"search_documents\"]); the caller's permissions still apply."))
     citation_min_support: float = Field(default=0.5, ge=0, le=1, description=(
         "A cited sentence needs this share of its content terms in the cited chunk."))
+    refusal_min_score: float | None = Field(default=None, ge=-1, le=1, description=(
+        "Refuse without asking the model when the best chunk's dense (cosine) similarity "
+        "to the question is below this: the answer says the documents do not cover it "
+        "and lists the closest sources as related, not cited. None: off. Calibrate it "
+        "per embedding model with `sirocco eval answers` (docs/benchmarks.md)."))
     http_tools: list[HttpToolSettings] = Field(default_factory=list, description=(
         "Company tools, e.g. SIROCCO_ASSISTANT__HTTP_TOOLS='[{\"name\": ..., \"url\": ...}]'."))
