@@ -34,6 +34,19 @@ SYSTEM_PROMPT = (
     f'"{NOT_FOUND_ANSWER}" Be concise. {UNTRUSTED}'
 )
 
+#: ``llm.answer_format`` "cited": every sentence ends with its source's number,
+#: which ``cited_answer_pattern`` enforces while the model writes.
+CITED_SYSTEM_PROMPT = (
+    "You are Sirocco, an assistant that answers questions about the user's documents. "
+    "Answer only from the numbered sources given with the question; do not use other "
+    "knowledge. Write one or two short sentences that repeat the words of the source, and "
+    "end every sentence with the number of the source it comes from in square brackets, "
+    "like: The hotel limit is 180 EUR [1]. If the sources do not contain the answer, say: "
+    f'"{NOT_FOUND_ANSWER}" {UNTRUSTED}'
+)
+#: Sentences a cited answer may have.
+CITED_MAX_SENTENCES = 3
+
 #: When retrieval found nothing but the model may search with tools.
 TOOLS_SYSTEM_PROMPT = (
     "You are Sirocco, an assistant that answers questions about the user's documents. "
@@ -45,6 +58,25 @@ TOOLS_SYSTEM_PROMPT = (
 
 _USER_TEMPLATE = "Sources:\n\n{sources}\n\nQuestion: {question}"
 _TRUNCATED = " [...]"
+
+
+def cited_answer_pattern(sources: int, max_sentences: int = CITED_MAX_SENTENCES) -> str:
+    """The regular expression a cited answer follows: the not-found sentence,
+    or 1..``max_sentences`` sentences each ending with `` [n].`` where n is one
+    of the ``sources`` numbers shown (so every marker points at a real source)."""
+    numbers = "|".join(str(n) for n in range(1, max(1, sources) + 1))
+    sentence = rf"[A-Za-z0-9][^\[\]\n]+ \[({numbers})\]\."
+    not_found = NOT_FOUND_ANSWER.replace(".", r"\.")
+    return rf"{not_found}|{sentence}( {sentence}){{0,{max_sentences - 1}}}"
+
+
+def not_covered_answer(related: Sequence[str]) -> str:
+    """The refusal: the not-found sentence, then the closest documents' titles
+    as related reading (not citations: nothing in them answers the question)."""
+    titles = list(dict.fromkeys(t.strip() for t in related if t.strip()))
+    if not titles:
+        return NOT_FOUND_ANSWER
+    return f"{NOT_FOUND_ANSWER} Related documents: {'; '.join(titles)}."
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +104,7 @@ def build_prompt(
     *,
     count_tokens: Callable[[str], int] | None = None,
     max_prompt_tokens: int | None = None,
+    system_prompt: str = SYSTEM_PROMPT,
 ) -> Prompt:
     """The messages for ``question`` over ``hits`` (best first).
 
@@ -82,10 +115,10 @@ def build_prompt(
     """
     hits = list(hits)
     if count_tokens is not None and max_prompt_tokens is not None and hits:
-        hits = _fit(question, hits, count_tokens, max_prompt_tokens)
+        hits = _fit(question, hits, count_tokens, max_prompt_tokens, system_prompt)
     blocks = [format_source(i, h) for i, h in enumerate(hits, start=1)]
     user = _USER_TEMPLATE.format(sources="\n\n".join(blocks), question=question.strip())
-    messages = [ChatMessage(role="system", content=SYSTEM_PROMPT),
+    messages = [ChatMessage(role="system", content=system_prompt),
                 ChatMessage(role="user", content=user)]
     return Prompt(messages=messages, hits=hits)
 
@@ -95,8 +128,9 @@ def _fit(
     hits: list[SearchHit],
     count_tokens: Callable[[str], int],
     budget: int,
+    system_prompt: str = SYSTEM_PROMPT,
 ) -> list[SearchHit]:
-    used = count_tokens(SYSTEM_PROMPT) + count_tokens(
+    used = count_tokens(system_prompt) + count_tokens(
         _USER_TEMPLATE.format(sources="", question=question.strip())
     )
     kept: list[SearchHit] = []
