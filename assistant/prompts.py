@@ -34,18 +34,17 @@ SYSTEM_PROMPT = (
     f'"{NOT_FOUND_ANSWER}" Be concise. {UNTRUSTED}'
 )
 
-#: ``llm.answer_format`` "cited": every sentence ends with its source's number,
-#: which ``cited_answer_pattern`` enforces while the model writes.
+#: ``llm.answer_format`` "cited": cite first, then one sentence, which
+#: ``cited_answer_pattern`` enforces while the model writes (a small model
+#: never chooses to write a marker after a sentence; made to write it first,
+#: it picks the source, then answers from it).
 CITED_SYSTEM_PROMPT = (
     "You are Sirocco, an assistant that answers questions about the user's documents. "
     "Answer only from the numbered sources given with the question; do not use other "
-    "knowledge. Write one or two short sentences that repeat the words of the source, and "
-    "end every sentence with the number of the source it comes from in square brackets, "
-    "like: The hotel limit is 180 EUR [1]. If the sources do not contain the answer, say: "
-    f'"{NOT_FOUND_ANSWER}" {UNTRUSTED}'
+    "knowledge. Start with the number of the source that answers the question in square "
+    "brackets, then answer in one short sentence that repeats the words of that source, "
+    f"like: [1] The hotel limit is 180 EUR. {UNTRUSTED}"
 )
-#: Sentences a cited answer may have.
-CITED_MAX_SENTENCES = 3
 
 #: When retrieval found nothing but the model may search with tools.
 TOOLS_SYSTEM_PROMPT = (
@@ -60,14 +59,15 @@ _USER_TEMPLATE = "Sources:\n\n{sources}\n\nQuestion: {question}"
 _TRUNCATED = " [...]"
 
 
-def cited_answer_pattern(sources: int, max_sentences: int = CITED_MAX_SENTENCES) -> str:
-    """The regular expression a cited answer follows: the not-found sentence,
-    or 1..``max_sentences`` sentences each ending with `` [n].`` where n is one
-    of the ``sources`` numbers shown (so every marker points at a real source)."""
+def cited_answer_pattern(sources: int) -> str:
+    """The regular expression a cited answer follows: ``[n]`` (one of the
+    ``sources`` numbers shown, so the marker always points at a real source)
+    and one sentence (a full stop ends it unless a letter, digit, "§" or "("
+    follows, as in "3.5"). No not-found alternative: offered it, the bundled
+    model takes it for every question; whether the sources cover the question
+    is decided before, by ``assistant.refusal_min_score``."""
     numbers = "|".join(str(n) for n in range(1, max(1, sources) + 1))
-    sentence = rf"[A-Za-z0-9][^\[\]\n]+ \[({numbers})\]\."
-    not_found = NOT_FOUND_ANSWER.replace(".", r"\.")
-    return rf"{not_found}|{sentence}( {sentence}){{0,{max_sentences - 1}}}"
+    return rf"\[({numbers})\] ([^\[\]\n.]|\.[0-9A-Za-z§(])+\."
 
 
 def not_covered_answer(related: Sequence[str]) -> str:

@@ -47,6 +47,10 @@ def run_answer_eval(settings: Settings, job: AnswerEvalJob) -> list[RunReport]:
     from assistant.evaluation import load_qa, write_chart
 
     items = [i for i in load_qa(job.qa) if job.split is None or i.split == job.split]
+    if not items:
+        from sirocco.errors import InvalidInputError
+
+        raise InvalidInputError(f"{job.qa}: no questions of split {job.split!r}")
     job.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="sirocco-eval-answers-") as tmp:
         runs = asyncio.run(_run(settings, job, items, Path(tmp)))
@@ -102,7 +106,12 @@ async def _run(settings: Settings, job: AnswerEvalJob, items: list[QAItem], tmp:
         runs = []
         for name, config in configs:
             assistant = Assistant(engine, store, embedder, recorder, config)
-            outcomes = await ask_all(assistant, items, job.principal)
+            outcomes = []
+            for n, item in enumerate(items, start=1):
+                [outcome] = await ask_all(assistant, [item], job.principal)
+                outcomes.append(outcome)
+                err_console.print(f"{name} {n}/{len(items)} {item.id}: "
+                                  f"{outcome.latency_ms:.0f} ms", highlight=False)
             runs.append(report_of(name, items, outcomes, settings=_described(config)))
         runs[0].settings["calibration"] = calibration
         return runs

@@ -51,7 +51,7 @@ async def test_no_close_source_refuses_without_the_model_and_lists_related(facto
 
 
 async def test_a_close_source_is_answered_with_the_cited_pattern(factory) -> None:
-    engine = ScriptedEngine(["The code is ZX-1 [1]."])
+    engine = ScriptedEngine(["[1] The code is ZX-1."])
     store = StaticStore([make_hit(1, score=0.8), make_hit(2, score=0.5)])
     events = await _answer(factory, _settings(refusal_min_score=0.3), engine, store)
     assert events[-1].citations[0].inferred is False
@@ -84,12 +84,14 @@ async def test_a_request_with_its_own_penalty_keeps_it(factory) -> None:
 
 
 @pytest.mark.parametrize(("text", "ok"), [
-    ("The code is ZX-4471 [1].", True),
-    ("The code is ZX-4471 [1]. It is used on timesheets [2].", True),
-    (NOT_FOUND_ANSWER, True),
+    ("[1] The code is ZX-4471.", True),
+    ("[2] It costs 3.5 EUR under U.S.C § 1302.", True),
+    (NOT_FOUND_ANSWER, False),                 # refusals are decided before
     ("The code is ZX-4471.", False),           # no marker
-    ("The code is ZX-4471 [3].", False),       # no source 3
-    ("A [1]. B [1]. C [2]. D [1].", False),    # more than three sentences
+    ("[3] The code is ZX-4471.", False),       # no source 3
+    ("[1] The code is ZX-4471", False),        # no full stop
+    ("[1] A. B.", False),  # one sentence
+    ("[1] A [2].", False),  # one marker
 ])
 def test_the_cited_pattern(text: str, ok: bool) -> None:
     assert bool(re.fullmatch(cited_answer_pattern(2), text)) is ok
