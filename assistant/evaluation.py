@@ -313,12 +313,13 @@ def _shown(value: float | None) -> str:
 
 
 def calibrate(items: Sequence[QAItem], relevance: Sequence[float], *, dev: str = "dev",
-              test: str = "test") -> dict[str, Any]:
+              test: str = "test", max_false_refusal: float = 0.0) -> dict[str, Any]:
     """A refusal threshold on the closest chunk's dense similarity
     (``assistant.refusal_min_score``), chosen on the ``dev`` split and reported
-    on ``test``: the cut between two observed dev values that maximizes
-    balanced accuracy (unanswerable below, answerable at or above), ties to the
-    fewest false refusals, then the lowest cut."""
+    on ``test``: among the cuts midway between two observed dev values whose
+    false refusals on dev stay within ``max_false_refusal`` (answering matters
+    more than refusing), the one refusing most unanswerable dev questions,
+    ties to the lowest cut."""
     dev_rows = [(r, i.unanswerable) for i, r in zip(items, relevance, strict=True)
                 if i.split == dev]
     if not any(u for _, u in dev_rows) or all(u for _, u in dev_rows):
@@ -326,7 +327,8 @@ def calibrate(items: Sequence[QAItem], relevance: Sequence[float], *, dev: str =
     values = sorted({r for r, _ in dev_rows})
     cuts = [values[0] - 1e-4] + [round((a + b) / 2, 4) for a, b in zip(values, values[1:],
                                                                           strict=False)]
-    best = max(cuts, key=lambda t: (_balanced(dev_rows, t), -_rates(dev_rows, t)[1], -t))
+    allowed = [t for t in cuts if _rates(dev_rows, t)[1] <= max_false_refusal] or cuts[:1]
+    best = max(allowed, key=lambda t: (_rates(dev_rows, t)[0], -t))
     out: dict[str, Any] = {"threshold": round(best, 4), "dev": _scored(dev_rows, best)}
     test_rows = [(r, i.unanswerable) for i, r in zip(items, relevance, strict=True)
                  if i.split == test]
@@ -341,11 +343,6 @@ def _rates(rows: Sequence[tuple[float, bool]], cut: float) -> tuple[float, float
     answerable = [r < cut for r, u in rows if not u]
     return (sum(unanswerable) / len(unanswerable) if unanswerable else 0.0,
             sum(answerable) / len(answerable) if answerable else 0.0)
-
-
-def _balanced(rows: Sequence[tuple[float, bool]], cut: float) -> float:
-    refusal, false_refusal = _rates(rows, cut)
-    return (refusal + 1 - false_refusal) / 2
 
 
 def _scored(rows: Sequence[tuple[float, bool]], cut: float) -> dict[str, float]:

@@ -43,8 +43,20 @@ CITED_SYSTEM_PROMPT = (
     "Answer only from the numbered sources given with the question; do not use other "
     "knowledge. Start with the number of the source that answers the question in square "
     "brackets, then answer in one short sentence that repeats the words of that source, "
-    f"like: [1] The hotel limit is 180 EUR. {UNTRUSTED}"
+    f"like: [2] The museum opens at 9:00. {UNTRUSTED}"
 )
+#: ``llm.answer_format`` "quoted": cite first, then a sentence of that source
+#: word for word (``quoted_answer_pattern``): extractive, so always supported.
+QUOTED_SYSTEM_PROMPT = (
+    "You are Sirocco, an assistant that answers questions about the user's documents. "
+    "Answer only from the numbered sources given with the question. Start with the number "
+    "of the source that answers the question in square brackets, then copy the sentence of "
+    f"that source that answers it, word for word. {UNTRUSTED}"
+)
+#: Quoted format: sentences offered per source, and the most characters of one.
+QUOTE_MAX_SENTENCES = 40
+QUOTE_MAX_CHARS = 300
+_REGEX_SPECIAL = re.compile(r"([\\.^$|?*+()\[\]{}/])")
 
 #: When retrieval found nothing but the model may search with tools.
 TOOLS_SYSTEM_PROMPT = (
@@ -68,6 +80,31 @@ def cited_answer_pattern(sources: int) -> str:
     is decided before, by ``assistant.refusal_min_score``."""
     numbers = "|".join(str(n) for n in range(1, max(1, sources) + 1))
     return rf"\[({numbers})\] ([^\[\]\n.]|\.[0-9A-Za-z§(])+\."
+
+
+def quoted_answer_pattern(texts: Sequence[str]) -> str:
+    """The regular expression a quoted answer follows: ``[n]`` then one sentence
+    of source n (``texts[n - 1]``) word for word, white space made single (a
+    sentence over ``QUOTE_MAX_CHARS`` is cut at a word: still a quote)."""
+    options = []
+    for n, text in enumerate(texts, start=1):
+        sentences = list(dict.fromkeys(_quotable(text)))[:QUOTE_MAX_SENTENCES]
+        if sentences:
+            alternatives = "|".join(_REGEX_SPECIAL.sub(r"\\\1", s) for s in sentences)
+            options.append(rf"\[{n}\] ({alternatives})")
+    return "|".join(options) or cited_answer_pattern(len(texts))
+
+
+def _quotable(text: str) -> list[str]:
+    """The sentences of ``text`` worth quoting (three words or more)."""
+    out = []
+    for piece in re.split(r"(?<=[.!?])\s+|\n+", text):
+        sentence = " ".join(piece.split())
+        if len(sentence) > QUOTE_MAX_CHARS:
+            sentence = sentence[:QUOTE_MAX_CHARS].rsplit(" ", 1)[0]
+        if len(sentence.split()) >= 3:
+            out.append(sentence)
+    return out
 
 
 def not_covered_answer(related: Sequence[str]) -> str:

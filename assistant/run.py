@@ -4,10 +4,11 @@ the small mappings ``assistant.service`` uses to report it."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from assistant.prompts import SYSTEM_PROMPT, cited_answer_pattern
+from assistant.prompts import SYSTEM_PROMPT, cited_answer_pattern, quoted_answer_pattern
 from assistant.schemas import AnswerUsage, Source
 from sirocco.errors import EngineError, SiroccoError, UnavailableError
 from sirocco.settings import LLMSettings
@@ -38,8 +39,9 @@ class AnswerRun:
     template: str | None = None
     #: The question is not covered: no source is close enough (a refusal).
     not_covered: bool = False
-    #: Sources shown under the cited answer format (0: free text).
-    shown: int = 0
+    #: The texts of the sources shown under a constrained answer format
+    #: (``llm.answer_format`` "cited" or "quoted"; empty: free text).
+    shown: list[str] = field(default_factory=list)
 
     @property
     def answer(self) -> str:
@@ -93,16 +95,17 @@ def domain_error(exc: Exception, phase: str) -> SiroccoError:
 
 
 def generation_options(llm: LLMSettings, requested: GenerationOptions | None,
-                       shown: int) -> GenerationOptions:
+                       shown: Sequence[str]) -> GenerationOptions:
     """The request's options (None: the configured ``max_tokens`` and
     ``temperature``), with the configured repetition controls unless the
-    request set its own, and the cited answer pattern when ``shown`` sources
-    were shown under ``llm.answer_format`` "cited"."""
+    request set its own, and the answer pattern of ``llm.answer_format`` when
+    sources were shown (``shown``: their texts, source 1 first)."""
     options = requested or GenerationOptions(max_tokens=llm.max_tokens,
                                              temperature=llm.temperature)
     if options.repetition_penalty == 1.0 and options.frequency_penalty == 0.0:
         options = replace(options, repetition_penalty=llm.repetition_penalty,
                           frequency_penalty=llm.frequency_penalty)
-    if shown and options.regex is None:
-        options = replace(options, regex=cited_answer_pattern(shown))
+    if shown and options.regex is None and llm.answer_format != "free":
+        options = replace(options, regex=cited_answer_pattern(len(shown))
+                          if llm.answer_format == "cited" else quoted_answer_pattern(shown))
     return options

@@ -29,6 +29,7 @@ from assistant.citations import SupportChecker, resolve_citations
 from assistant.loop import Turns, converse
 from assistant.prompts import (
     CITED_SYSTEM_PROMPT,
+    QUOTED_SYSTEM_PROMPT,
     SYSTEM_PROMPT,
     TOOLS_SYSTEM_PROMPT,
     Prompt,
@@ -302,8 +303,9 @@ class Assistant:
                         for m in (*request.history, *request.tool_turns))
             prompt = self._build_prompt(request.question.strip(), hits, reserved_tokens=extra,
                                         cited=not (turns.server_specs or turns.client_tools))
-            run.shown = len(prompt.hits) if self._settings.llm.answer_format == "cited" \
-                and not (turns.server_specs or turns.client_tools) else 0
+            if self._settings.llm.answer_format != "free" \
+                    and not (turns.server_specs or turns.client_tools):
+                run.shown = [h.text for h in prompt.hits]
             for hit in prompt.hits:
                 book.add(hit)
             shown = {c for n, h in enumerate(prompt.hits, start=1)
@@ -394,6 +396,6 @@ class Assistant:
             question, hits,
             count_tokens=self._engine.count_tokens if budget > 0 else None,
             max_prompt_tokens=budget if budget > 0 else None,
-            system_prompt=CITED_SYSTEM_PROMPT if cited and llm.answer_format == "cited"
-            else SYSTEM_PROMPT,
+            system_prompt=SYSTEM_PROMPT if not cited or llm.answer_format == "free"
+            else CITED_SYSTEM_PROMPT if llm.answer_format == "cited" else QUOTED_SYSTEM_PROMPT,
         )

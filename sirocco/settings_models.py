@@ -104,11 +104,11 @@ class LLMSettings(BaseModel):
     frequency_penalty: float = Field(default=0.0, ge=-2, le=2, description=(
         "Generation default: OpenAI's frequency_penalty (0: off; above 0 discourages "
         "tokens by how often the answer already used them)."))
-    answer_format: Literal["free", "cited"] = Field(default="free", description=(
+    answer_format: Literal["free", "cited", "quoted"] = Field(default="free", description=(
         "How a grounded answer is written: \"free\" (the model is asked to cite [n]; "
-        "large models do) or \"cited\" (structured outputs force every sentence to end "
-        "with the number of a source that was shown, or the answer to be the not-found "
-        "sentence; for small models that do not cite on their own)."))
+        "large models do), or enforced by structured outputs, for small models that do "
+        "not cite on their own: \"cited\" ([n] of a source that was shown, then one "
+        "sentence) or \"quoted\" ([n], then one sentence of source n word for word)."))
 
     @model_validator(mode="before")
     @classmethod

@@ -11,9 +11,11 @@ import pytest
 from assistant.prompts import (
     CITED_SYSTEM_PROMPT,
     NOT_FOUND_ANSWER,
+    QUOTED_SYSTEM_PROMPT,
     SYSTEM_PROMPT,
     cited_answer_pattern,
     not_covered_answer,
+    quoted_answer_pattern,
 )
 from assistant.service import Assistant
 from sirocco.settings import Settings
@@ -101,3 +103,26 @@ def test_the_refusal_names_each_related_document_once() -> None:
     assert not_covered_answer(["A", "B", "A", " "]) == (
         f"{NOT_FOUND_ANSWER} Related documents: A; B.")
     assert not_covered_answer([]) == NOT_FOUND_ANSWER
+
+
+def test_the_quoted_pattern_allows_a_sentence_of_the_cited_source_only() -> None:
+    pattern = quoted_answer_pattern(["Project Zephyr (ZX) is big.\nThe code is ZX-4471. ok",
+                                     "Limit: 180 EUR [x] $5."])
+    assert re.fullmatch(pattern, "[1] The code is ZX-4471.")
+    assert re.fullmatch(pattern, "[1] Project Zephyr (ZX) is big.")
+    assert re.fullmatch(pattern, "[2] Limit: 180 EUR [x] $5.")
+    assert not re.fullmatch(pattern, "[2] The code is ZX-4471.")   # not in source 2
+    assert not re.fullmatch(pattern, "[1] The code is ZX-4472.")   # not word for word
+    assert not re.fullmatch(pattern, "[1] ok")                     # under three words
+
+
+async def test_the_quoted_format_sends_the_shown_sources_pattern(factory) -> None:
+    settings = Settings(env="test", retrieval={"top_k": 3}, llm={"answer_format": "quoted"})
+    engine = ScriptedEngine(["[1] Fact number 1 is written here."])
+    store = StaticStore([make_hit(1, score=0.8)])
+    events = await _answer(factory, settings, engine, store)
+    [options] = engine.options
+    assert options.regex == quoted_answer_pattern(["Fact number 1 is written here."])
+    assert engine.calls[0][0].content == QUOTED_SYSTEM_PROMPT
+    [citation] = events[-1].citations
+    assert (citation.inferred, citation.supported) == (False, True)
