@@ -163,3 +163,25 @@ def test_baseline_settings_turn_the_new_answer_path_off() -> None:
     assert (old.llm.answer_format, old.llm.repetition_penalty,
             old.assistant.refusal_min_score) == ("free", 1.0, None)
     assert settings.llm.answer_format == "cited"
+
+
+def test_the_threshold_is_chosen_on_dev_without_false_refusals_and_scored_on_test() -> None:
+    from assistant.evaluation import calibrate
+
+    def item(i: int, split: str, unanswerable: bool) -> QAItem:
+        return QAItem(id=str(i), question="q", sources=("a",), unanswerable=unanswerable,
+                      split=split)
+
+    rows = [(0.1, "dev", True), (0.35, "dev", True), (0.3, "dev", False), (0.6, "dev", False),
+            (0.2, "test", True), (0.32, "test", True), (0.28, "test", False),
+            (0.7, "test", False)]
+    items = [item(i, s, u) for i, (_, s, u) in enumerate(rows)]
+    found = calibrate(items, [r for r, _, _ in rows])
+    # 0.35 (unanswerable) is above 0.3 (answerable): refusing it would refuse
+    # an answerable one, so the cut stays between 0.1 and 0.3.
+    assert found["threshold"] == 0.2
+    assert found["dev"] == {"questions": 4, "refusal": 0.5, "false_refusal": 0.0}
+    assert found["test"] == {"questions": 4, "refusal": 0.0, "false_refusal": 0.0}
+    lenient = calibrate(items, [r for r, _, _ in rows], max_false_refusal=0.5)
+    assert lenient["threshold"] == 0.475 and lenient["dev"]["refusal"] == 1.0
+    assert calibrate(items[:1], [0.1])["threshold"] is None
