@@ -96,14 +96,19 @@ def quoted_answer_pattern(texts: Sequence[str]) -> str:
 
 
 def _quotable(text: str) -> list[str]:
-    """The sentences of ``text`` worth quoting (three words or more)."""
+    """The sentences of ``text`` worth quoting: a line break inside a paragraph
+    is a space (hard-wrapped text), a blank line, a list item or a heading
+    starts a new piece; a piece is kept when it ends like a sentence (. ! ? :)
+    or has six words or more (a table row), so a bare title is not an answer."""
     out = []
-    for piece in re.split(r"(?<=[.!?])\s+|\n+", text):
-        sentence = " ".join(piece.split())
-        if len(sentence) > QUOTE_MAX_CHARS:
-            sentence = sentence[:QUOTE_MAX_CHARS].rsplit(" ", 1)[0]
-        if len(sentence.split()) >= 3:
-            out.append(sentence)
+    for block in re.split(r"\n\s*\n|\n(?=\s*(?:[-*#|]|\d+[.)])\s)", text):
+        for piece in re.split(r"(?<=[.!?])\s+", " ".join(block.split())):
+            sentence = piece.lstrip("-*# ").strip()
+            if len(sentence) > QUOTE_MAX_CHARS:
+                sentence = sentence[:QUOTE_MAX_CHARS].rsplit(" ", 1)[0]
+            words = len(sentence.split())
+            if words >= 3 and (sentence.endswith((".", "!", "?", ":")) or words >= 6):
+                out.append(sentence)
     return out
 
 

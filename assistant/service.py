@@ -262,13 +262,14 @@ class Assistant:
             "gen_ai.operation.name": "retrieval", "gen_ai.request.top_k": k,
             "sirocco.retrieval.mode": mode})
         flt = replace(request.retrieval.filters or SearchFilter(), caller=principal, tenant=None)
+        floor = self._settings.assistant.refusal_min_score
         vector = (await asyncio.to_thread(self._embedder.embed_query, query)
-                  if mode != "sparse" or self._refusal_on() else None)
+                  if mode != "sparse" or floor is not None else None)
         hits = await self._retrieve(query, top_k=k, filter=flt, mode=mode, vector=vector)
         found: dict[str, Any] = {"sirocco.retrieval.hits": len(hits)}
-        if hits and vector is not None and self._refusal_on():
+        if hits and vector is not None and floor is not None:
             relevance = await self._relevance(vector, flt)
-            run.not_covered = relevance < (self._settings.assistant.refusal_min_score or 0.0)
+            run.not_covered = relevance < floor
             found["sirocco.retrieval.relevance"] = round(relevance, 4)
         handle.end_span(span, **found)
         run.retrieved = [
@@ -360,9 +361,6 @@ class Assistant:
         """Retrieved chunks as sources: below ``retrieval.min_score`` out,
         near-duplicates out, overlapping chunks of a document merged into one."""
         return pack([h for h in hits if h.score >= self._settings.retrieval.min_score])
-
-    def _refusal_on(self) -> bool:
-        return self._settings.assistant.refusal_min_score is not None
 
     async def _relevance(self, vector: list[float], filter: SearchFilter) -> float:
         """The dense (cosine) similarity of the closest chunk the caller may see:

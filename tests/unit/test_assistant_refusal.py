@@ -126,3 +126,13 @@ async def test_the_quoted_format_sends_the_shown_sources_pattern(factory) -> Non
     assert engine.calls[0][0].content == QUOTED_SYSTEM_PROMPT
     [citation] = events[-1].citations
     assert (citation.inferred, citation.supported) == (False, True)
+
+
+def test_the_bundled_model_defaults_and_a_model_of_ones_own() -> None:
+    bundled = Settings(env="test")
+    assert (bundled.llm.answer_format, bundled.llm.repetition_penalty) == ("quoted", 1.1)
+    assert bundled.assistant.refusal_min_score == 0.299
+    own = Settings(env="test", llm={"model": "mistralai/Mistral-7B-Instruct-v0.3"})
+    assert (own.llm.answer_format, own.llm.repetition_penalty) == ("free", 1.0)
+    remote = Settings(env="test", llm={"provider": "openai", "answer_format": "cited"})
+    assert (remote.llm.answer_format, remote.llm.repetition_penalty) == ("cited", 1.0)

@@ -24,8 +24,10 @@ from traces.repository import get_trace
 
 @pytest.fixture
 def settings() -> Settings:
+    # The free format, no refusal threshold: those are tested in test_assistant_refusal.py.
     return Settings(env="test", retrieval={"top_k": 3, "min_score": 0.2},
-                    llm={"max_tokens": 64, "temperature": 0.0})
+                    llm={"max_tokens": 64, "temperature": 0.0, "answer_format": "free"},
+                    assistant={"refusal_min_score": None})
 
 
 def make_assistant(factory: sessionmaker[Session], settings: Settings, engine: ScriptedEngine,
