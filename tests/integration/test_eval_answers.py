@@ -38,10 +38,13 @@ def test_the_bundled_model_passes_the_answer_gate(tmp_path: Path, prepared_model
     [run] = report["runs"]
     assert report["questions"] == 20 and run["metrics"]["errors"] == 0
     by_id = {q["id"]: q for q in run["questions"]}
-    # The example: the code is answered from its document, with a
-    # citation the model wrote; a project no document mentions is refused.
-    assert by_id["zephyr-code"]["cited"] and "ZX-4471" in by_id["zephyr-code"]["answer"]
-    assert by_id["no-aurora"]["refused"]
+    # The example is answered from its document with a citation the
+    # model wrote, and supported; a question no document covers is refused.
+    code = by_id["zephyr-code"]
+    assert (code["cited"], code["hit_1"], code["supported"]) == (True, True, True)
+    assert code["answer"].startswith("[1] ")
+    assert by_id["no-dress-code"]["refused"]
+    assert by_id["no-dress-code"]["answer"].startswith("I could not find this")
     assert (tmp_path / "eval" / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # A split with no questions fails before anything starts.
