@@ -66,8 +66,7 @@ from traces.recorder import TraceHandle, TraceRecorder
 logger = logging.getLogger(__name__)
 
 MAX_TOP_K = 50
-#: Sources a refusal lists as related.
-MAX_RELATED = 3
+MAX_RELATED = 3  # sources a refusal lists as related
 #: Tokens left for the chat template around the counted message texts.
 PROMPT_SLACK_TOKENS = 64
 CANCELLED = "cancelled before the answer was complete"
@@ -137,6 +136,8 @@ class Assistant:
             query, hits = await self._gather(request, principal, k, handle, run)
             if request.retrieval.enabled and not turns.client_tools \
                     and not turns.server_specs and (not hits or run.not_covered):
+                # A trace is a conversation: exports need a user turn first.
+                run.prompt = [m.to_openai() for m in plain_messages(question, request.history)]
                 async for event in self._not_found(handle, run, hits):
                     yield event
                 return

@@ -136,3 +136,15 @@ def test_the_bundled_model_defaults_and_a_model_of_ones_own() -> None:
     assert (own.llm.answer_format, own.llm.repetition_penalty) == ("free", 1.0)
     remote = Settings(env="test", llm={"provider": "openai", "answer_format": "cited"})
     assert (remote.llm.answer_format, remote.llm.repetition_penalty) == ("cited", 1.0)
+
+
+async def test_a_refusal_trace_is_a_conversation_for_the_exports(factory) -> None:
+    from sirocco.db import session_scope
+    from traces.repository import get_trace
+
+    store = StaticStore([make_hit(1, score=0.1)])
+    events = await _answer(factory, _settings(refusal_min_score=0.3), ScriptedEngine(), store)
+    with session_scope(factory) as session:
+        trace = get_trace(session=session, trace_id=events[-1].trace_id or "")
+        assert trace.prompt == [{"role": "user", "content": "What is the Zephyr code?"}]
+        assert trace.answer.startswith(NOT_FOUND_ANSWER)

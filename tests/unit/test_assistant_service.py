@@ -138,7 +138,10 @@ async def test_nothing_retrieved_answers_without_the_engine(factory, settings, h
     done = events[-1]
     assert (done.type, done.citations, done.sources) == ("done", [], [])
     trace = load_trace(factory, done.trace_id)
-    assert (trace.status, trace.answer, trace.prompt) == ("ok", NOT_FOUND_ANSWER, [])
+    # No model was asked; the trace still holds the conversation (the question),
+    # so that exports see a user turn before the answer.
+    assert (trace.status, trace.answer, trace.prompt) == (
+        "ok", NOT_FOUND_ANSWER, [{"role": "user", "content": "q"}])
     assert [r["chunk_id"] for r in trace.retrieved] == [h.chunk_id for h in hits]
 
 
