@@ -56,6 +56,10 @@ QUOTED_SYSTEM_PROMPT = (
 #: Quoted format: sentences offered per source, and the most characters of one.
 QUOTE_MAX_SENTENCES = 40
 QUOTE_MAX_CHARS = 300
+#: Quoted format: sentences of each source offered (those closest to the question;
+#: offered two, the bundled model quoted "Project Zephyr is the internal program
+#: ..." for "What is the Zephyr project code?", the first of the source).
+QUOTE_FOCUS = 1
 _REGEX_SPECIAL = re.compile(r"([\\.^$|?*+()\[\]{}/])")
 
 #: When retrieval found nothing but the model may search with tools.
@@ -93,6 +97,20 @@ def quoted_answer_pattern(texts: Sequence[str]) -> str:
             alternatives = "|".join(_REGEX_SPECIAL.sub(r"\\\1", s) for s in sentences)
             options.append(rf"\[{n}\] ({alternatives})")
     return "|".join(options) or cited_answer_pattern(len(texts))
+
+
+def focus_sentences(question: str, texts: Sequence[str],
+                    terms: Callable[[str], set[str]], keep: int = QUOTE_FOCUS) -> list[str]:
+    """Each source text cut down to the ``keep`` sentences sharing most content
+    terms with ``question`` (``terms``: the citation checker's analyzer), in
+    that order, one per paragraph: what a quoted answer may choose from. The
+    bundled model, offered every sentence, often quotes the first one."""
+    wanted = terms(question)
+    out = []
+    for text in texts:
+        ranked = sorted(_quotable(text), key=lambda s: -len(wanted & terms(s)))
+        out.append("\n\n".join(ranked[:keep]))
+    return out
 
 
 def _quotable(text: str) -> list[str]:

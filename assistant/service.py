@@ -7,11 +7,9 @@ Contract of ``Assistant.stream_answer(request, principal)``:
 - every call records exactly one trace, also on failure or cancellation
   (status "error", the partial answer kept).
 
-Citations: the model is asked to cite sources as ``[n]``; markers are mapped to
-the numbered sources and out-of-range ones dropped. Small models often cite
-nothing; the ``done`` event then still lists every source shown to the model
-(``sources``) and attributes the answer to the top source with
-``inferred=True`` (see ``assistant.citations``).
+Citations: the model cites sources as ``[n]`` (``llm.answer_format``); markers
+are mapped to the numbered sources, out-of-range ones dropped; an answer citing
+nothing is attributed to the top source, ``inferred=True`` (``assistant.citations``).
 """
 
 from __future__ import annotations
@@ -34,6 +32,7 @@ from assistant.prompts import (
     TOOLS_SYSTEM_PROMPT,
     Prompt,
     build_prompt,
+    focus_sentences,
     not_covered_answer,
     plain_messages,
     with_conversation,
@@ -303,11 +302,12 @@ class Assistant:
         if hits:
             extra = sum(self._engine.count_tokens(m.content)
                         for m in (*request.history, *request.tool_turns))
+            tooled = bool(turns.server_specs or turns.client_tools)
             prompt = self._build_prompt(request.question.strip(), hits, reserved_tokens=extra,
-                                        cited=not (turns.server_specs or turns.client_tools))
-            if self._settings.llm.answer_format != "free" \
-                    and not (turns.server_specs or turns.client_tools):
-                run.shown = [h.text for h in prompt.hits]
+                                        cited=not tooled)
+            if self._settings.llm.answer_format != "free" and not tooled:
+                run.shown = focus_sentences(request.question, [h.text for h in prompt.hits],
+                                            self._checker.terms)
             for hit in prompt.hits:
                 book.add(hit)
             shown = {c for n, h in enumerate(prompt.hits, start=1)

@@ -148,3 +148,17 @@ async def test_a_refusal_trace_is_a_conversation_for_the_exports(factory) -> Non
         trace = get_trace(session=session, trace_id=events[-1].trace_id or "")
         assert trace.prompt == [{"role": "user", "content": "What is the Zephyr code?"}]
         assert trace.answer.startswith(NOT_FOUND_ANSWER)
+
+
+def test_a_quoted_answer_is_offered_the_sentence_closest_to_the_question() -> None:
+    from assistant.citations import SupportChecker
+    from assistant.prompts import focus_sentences
+
+    text = ("Project Zephyr is the internal program of the company.\n\n"
+            "The Zephyr project code is ZX-4471.\n\nThe committee meets on Tuesdays.")
+    terms = SupportChecker().terms
+    assert focus_sentences("What is the Zephyr project code?", [text], terms) == [
+        "The Zephyr project code is ZX-4471."]
+    assert focus_sentences("When does the committee meet?", [text], terms, keep=2) == [
+        "The committee meets on Tuesdays.\n\nProject Zephyr is the internal program of the "
+        "company."]
