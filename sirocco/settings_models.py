@@ -112,7 +112,7 @@ class LLMSettings(BaseModel):
         "How a grounded answer is written: \"free\" (the model is asked to cite [n]; "
         "large models do), or enforced by structured outputs, for small models that do "
         "not cite on their own: \"cited\" ([n] of a source that was shown, then one "
-        "sentence) or \"quoted\" ([n], then one sentence of source n word for word). "
+        "sentence) or \"quoted\" ([n], then source n's sentence closest to the question). "
         "Default: \"quoted\" for the bundled model (measured best, docs/benchmarks.md), "
         "\"free\" when model is set or the provider is remote."))
 
