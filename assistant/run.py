@@ -4,18 +4,21 @@ the small mappings ``assistant.service`` uses to report it."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from assistant.prompts import SYSTEM_PROMPT
+from assistant.prompts import SYSTEM_PROMPT, cited_answer_pattern, quoted_answer_pattern
 from assistant.schemas import AnswerUsage, Source
 from sirocco.errors import EngineError, SiroccoError, UnavailableError
-from sirocco.types import SearchHit, Usage
+from sirocco.settings import LLMSettings
+from sirocco.types import GenerationOptions, SearchHit, Usage
 
 SNIPPET_CHARS = 300
 #: Recorded on traces: which prompt produced an answer, and which version of it
 #: (a hash of the system prompt, so an edited prompt shows up in exports).
 RAG_TEMPLATE = "rag-answer"
+CITED_TEMPLATE = "rag-answer-cited"
 PLAIN_TEMPLATE = "plain-chat"
 TEMPLATE_VERSION = hashlib.sha256(SYSTEM_PROMPT.encode()).hexdigest()[:12]
 
@@ -34,6 +37,11 @@ class AnswerRun:
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     tools: list[dict[str, Any]] | None = None
     template: str | None = None
+    #: The question is not covered: no source is close enough (a refusal).
+    not_covered: bool = False
+    #: The texts of the sources shown under a constrained answer format
+    #: (``llm.answer_format`` "cited" or "quoted"; empty: free text).
+    shown: list[str] = field(default_factory=list)
 
     @property
     def answer(self) -> str:
@@ -84,3 +92,20 @@ def domain_error(exc: Exception, phase: str) -> SiroccoError:
     if phase == "generation":
         return EngineError("the language model failed while generating the answer")
     return UnavailableError("searching the indexed documents failed; try again later")
+
+
+def generation_options(llm: LLMSettings, requested: GenerationOptions | None,
+                       shown: Sequence[str]) -> GenerationOptions:
+    """The request's options (None: the configured ``max_tokens`` and
+    ``temperature``), with the configured repetition controls unless the
+    request set its own, and the answer pattern of ``llm.answer_format`` when
+    sources were shown (``shown``: their texts, source 1 first)."""
+    options = requested or GenerationOptions(max_tokens=llm.max_tokens,
+                                             temperature=llm.temperature)
+    if options.repetition_penalty == 1.0 and options.frequency_penalty == 0.0:
+        options = replace(options, repetition_penalty=llm.repetition_penalty,
+                          frequency_penalty=llm.frequency_penalty)
+    if shown and options.regex is None and llm.answer_format != "free":
+        options = replace(options, regex=cited_answer_pattern(len(shown))
+                          if llm.answer_format == "cited" else quoted_answer_pattern(shown))
+    return options

@@ -7,11 +7,9 @@ Contract of ``Assistant.stream_answer(request, principal)``:
 - every call records exactly one trace, also on failure or cancellation
   (status "error", the partial answer kept).
 
-Citations: the model is asked to cite sources as ``[n]``; markers are mapped to
-the numbered sources and out-of-range ones dropped. Small models often cite
-nothing; the ``done`` event then still lists every source shown to the model
-(``sources``) and attributes the answer to the top source with
-``inferred=True`` (see ``assistant.citations``).
+Citations: the model cites sources as ``[n]`` (``llm.answer_format``); markers
+are mapped to the numbered sources, out-of-range ones dropped; an answer citing
+nothing is attributed to the top source, ``inferred=True`` (``assistant.citations``).
 """
 
 from __future__ import annotations
@@ -28,20 +26,26 @@ from assistant.answers import collect_answer
 from assistant.citations import SupportChecker, resolve_citations
 from assistant.loop import Turns, converse
 from assistant.prompts import (
-    NOT_FOUND_ANSWER,
+    CITED_SYSTEM_PROMPT,
+    QUOTED_SYSTEM_PROMPT,
+    SYSTEM_PROMPT,
     TOOLS_SYSTEM_PROMPT,
     Prompt,
     build_prompt,
+    focus_sentences,
+    not_covered_answer,
     plain_messages,
     with_conversation,
 )
 from assistant.query import needs_rewrite, standalone_query
 from assistant.request import AnswerRequest, RetrievalSpec
 from assistant.run import (
+    CITED_TEMPLATE,
     PLAIN_TEMPLATE,
     RAG_TEMPLATE,
     AnswerRun,
     domain_error,
+    generation_options,
     source_of,
     usage_of,
 )
@@ -55,12 +59,13 @@ from retrieval.store import SearchFilter, SearchMode, Store
 from sirocco.errors import InvalidInputError, SiroccoError
 from sirocco.principal import Principal
 from sirocco.settings import Settings
-from sirocco.types import ChatMessage, GenerationOptions, SearchHit, ToolCall
+from sirocco.types import ChatMessage, SearchHit, ToolCall
 from traces.recorder import TraceHandle, TraceRecorder
 
 logger = logging.getLogger(__name__)
 
 MAX_TOP_K = 50
+MAX_RELATED = 3  # sources a refusal lists as related
 #: Tokens left for the chat template around the counted message texts.
 PROMPT_SLACK_TOKENS = 64
 CANCELLED = "cancelled before the answer was complete"
@@ -128,15 +133,17 @@ class Assistant:
             turns = self._turns(request, principal, book)
             run.tools = [*turns.server_specs, *turns.client_tools] or None
             query, hits = await self._gather(request, principal, k, handle, run)
-            if request.retrieval.enabled and not hits and not turns.client_tools \
-                    and not turns.server_specs:
-                async for event in self._not_found(handle, run):
+            if request.retrieval.enabled and not turns.client_tools \
+                    and not turns.server_specs and (not hits or run.not_covered):
+                # A trace is a conversation: exports need a user turn first.
+                run.prompt = [m.to_openai() for m in plain_messages(question, request.history)]
+                async for event in self._not_found(handle, run, hits):
                     yield event
                 return
             messages = self._messages(request, hits, book, run, turns)
+            options = generation_options(self._settings.llm, request.options, run.shown)
             stream = converse(self._engine, messages, run=run, handle=handle,
-                              options=self._options(request), turns=turns,
-                              settings=self._settings.assistant)
+                              options=options, turns=turns, settings=self._settings.assistant)
             # aclosing: a consumer closing this stream aborts the engine's generation.
             async with aclosing(stream):
                 async for event in stream:
@@ -255,8 +262,15 @@ class Assistant:
             "gen_ai.operation.name": "retrieval", "gen_ai.request.top_k": k,
             "sirocco.retrieval.mode": mode})
         flt = replace(request.retrieval.filters or SearchFilter(), caller=principal, tenant=None)
-        hits = await self._retrieve(query, top_k=k, filter=flt, mode=mode)
+        floor = self._settings.assistant.refusal_min_score
+        vector = (await asyncio.to_thread(self._embedder.embed_query, query)
+                  if mode != "sparse" or floor is not None else None)
+        hits = await self._retrieve(query, top_k=k, filter=flt, mode=mode, vector=vector)
         found: dict[str, Any] = {"sirocco.retrieval.hits": len(hits)}
+        if hits and vector is not None and floor is not None:
+            relevance = await self._relevance(vector, flt)
+            run.not_covered = relevance < floor
+            found["sirocco.retrieval.relevance"] = round(relevance, 4)
         handle.end_span(span, **found)
         run.retrieved = [
             {"chunk_id": h.chunk_id, "doc_id": h.doc_id, "score": float(h.score),
@@ -264,18 +278,22 @@ class Assistant:
             for rank, h in enumerate(hits, start=1)]
         return query, self._sources(hits)
 
-    async def _not_found(self, handle: TraceHandle, run: AnswerRun
+    async def _not_found(self, handle: TraceHandle, run: AnswerRun, hits: list[SearchHit]
                          ) -> AsyncGenerator[AnswerEvent, None]:
-        """Nothing to ground an answer on: say so without asking the model."""
+        """Nothing to ground an answer on (no hits, or none as close to the
+        question as ``assistant.refusal_min_score`` asks): say so without asking
+        the model; the closest sources are listed as related, not cited."""
         handle.mark_first_token()
-        run.parts.append(NOT_FOUND_ANSWER)
-        yield AnswerEvent(type="delta", text=NOT_FOUND_ANSWER)
+        related = [source_of(n, h) for n, h in enumerate(hits[:MAX_RELATED], start=1)]
+        text = not_covered_answer([s.title or s.source for s in related])
+        run.parts.append(text)
+        yield AnswerEvent(type="delta", text=text)
         await asyncio.to_thread(self._recorder.finish, handle, status="ok",
                                 **run.trace_fields())
-        yield AnswerEvent(type="done", citations=[], sources=[], trace_id=handle.trace_id,
+        yield AnswerEvent(type="done", citations=[], sources=related, trace_id=handle.trace_id,
                           usage=AnswerUsage(prompt_tokens=0, completion_tokens=0,
                                             total_tokens=0),
-                          finish_reason="no_sources")
+                          finish_reason="not_covered" if related else "no_sources")
 
     def _messages(self, request: AnswerRequest, hits: list[SearchHit], book: SourceBook,
                   run: AnswerRun, turns: Turns) -> list[ChatMessage]:
@@ -284,7 +302,12 @@ class Assistant:
         if hits:
             extra = sum(self._engine.count_tokens(m.content)
                         for m in (*request.history, *request.tool_turns))
-            prompt = self._build_prompt(request.question.strip(), hits, reserved_tokens=extra)
+            tooled = bool(turns.server_specs or turns.client_tools)
+            prompt = self._build_prompt(request.question.strip(), hits, reserved_tokens=extra,
+                                        cited=not tooled)
+            if self._settings.llm.answer_format != "free" and not tooled:
+                run.shown = focus_sentences(request.question, [h.text for h in prompt.hits],
+                                            self._checker.terms)
             for hit in prompt.hits:
                 book.add(hit)
             shown = {c for n, h in enumerate(prompt.hits, start=1)
@@ -292,7 +315,7 @@ class Assistant:
             for r in run.retrieved:
                 r["in_prompt"] = r["chunk_id"] in shown
             messages = with_conversation(prompt.messages, request.history, request.tool_turns)
-            run.template = RAG_TEMPLATE
+            run.template = CITED_TEMPLATE if run.shown else RAG_TEMPLATE
         else:
             # Nothing retrieved but server tools offered: the model may search,
             # under the same rule as with sources (no guessing).
@@ -305,11 +328,6 @@ class Assistant:
         run.model = self._engine.model_name
         run.phase = "generation"
         return messages
-
-    def _options(self, request: AnswerRequest) -> GenerationOptions:
-        return request.options or GenerationOptions(
-            max_tokens=self._settings.llm.max_tokens,
-            temperature=self._settings.llm.temperature)
 
     async def _finish(self, handle: TraceHandle, run: AnswerRun, book: SourceBook,
                       question: str, query: str) -> AnswerEvent:
@@ -345,14 +363,22 @@ class Assistant:
         near-duplicates out, overlapping chunks of a document merged into one."""
         return pack([h for h in hits if h.score >= self._settings.retrieval.min_score])
 
+    async def _relevance(self, vector: list[float], filter: SearchFilter) -> float:
+        """The dense (cosine) similarity of the closest chunk the caller may see:
+        what ``assistant.refusal_min_score`` is compared with."""
+        best = await asyncio.to_thread(self._store.search, vector, top_k=1, mode="dense",
+                                       filter=filter)
+        return float(best[0].score) if best else -1.0
+
     async def _retrieve(self, question: str, *, top_k: int, filter: SearchFilter,
-                        mode: SearchMode | None = None) -> list[SearchHit]:
+                        mode: SearchMode | None = None, vector: list[float] | None = None
+                        ) -> list[SearchHit]:
         """Chunks for ``question`` in ``mode`` (None: ``retrieval.mode``);
         ``filter`` carries the caller, whose tenant and ACL always travel into
-        the Qdrant filter."""
+        the Qdrant filter. ``vector``: the question's embedding, if computed."""
         mode = mode or self._settings.retrieval.mode
-        vector = (await asyncio.to_thread(self._embedder.embed_query, question)
-                  if mode != "sparse" else None)
+        if vector is None and mode != "sparse":
+            vector = await asyncio.to_thread(self._embedder.embed_query, question)
         fetch = top_k if self._reranker is None else max(
             top_k, self._settings.retrieval.rerank_candidates)
         hits = await asyncio.to_thread(self._store.search, vector, top_k=fetch, text=question,
@@ -362,11 +388,13 @@ class Assistant:
         return hits
 
     def _build_prompt(self, question: str, hits: list[SearchHit], *,
-                      reserved_tokens: int = 0) -> Prompt:
+                      reserved_tokens: int = 0, cited: bool = True) -> Prompt:
         llm = self._settings.llm
         budget = llm.max_model_len - llm.max_tokens - PROMPT_SLACK_TOKENS - reserved_tokens
         return build_prompt(
             question, hits,
             count_tokens=self._engine.count_tokens if budget > 0 else None,
             max_prompt_tokens=budget if budget > 0 else None,
+            system_prompt=SYSTEM_PROMPT if not cited or llm.answer_format == "free"
+            else CITED_SYSTEM_PROMPT if llm.answer_format == "cited" else QUOTED_SYSTEM_PROMPT,
         )

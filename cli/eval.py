@@ -119,3 +119,59 @@ def _print_report(report: Report, *, name: str, split: str) -> None:
         table.add_row(mode, *(f"{r.metrics[m]:.4f}" for m in MEASURES),
                       f"{r.latency_ms_p50:.1f}", f"{r.latency_ms_p95:.1f}")
     console.print(table)
+
+
+@eval_app.command("answers")
+def eval_answers(
+    qa: Annotated[Path, typer.Option(help="QA set (JSONL): question, sources, keywords, "
+                                          "reference, or unanswerable: true.")],
+    docs: Annotated[list[Path] | None, typer.Option(
+        help="Files or folders to index into a temporary index (repeatable); "
+             "none: the live index.")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for report.json and report.png.")] = Path(
+        "var/eval-answers"),
+    baseline: Annotated[bool, typer.Option(help="Also answer the old way (free-form prompt, "
+                                                "no refusal threshold, no repetition "
+                                                "penalty) and report the change.")] = False,
+    split: Annotated[str | None, typer.Option(help="Only the questions of this split.")] = None,
+    tenant: Annotated[str, typer.Option(help="Live index: the asking tenant.")] = "default",
+    user: Annotated[str | None, typer.Option(help="Live index: the asking user.")] = None,
+    group: Annotated[list[str] | None, typer.Option(help="Live index: the user's groups.")
+                     ] = None,
+    min_hit_k: Annotated[float | None, typer.Option(help="Least share of answerable "
+                                                         "questions with an expected "
+                                                         "source among the sources.")] = None,
+    min_hit_1: Annotated[float | None, typer.Option(help="Least hit@1 (first citation).")
+                         ] = None,
+    min_cited: Annotated[float | None, typer.Option(help="Least share with a model-written "
+                                                         "citation.")] = None,
+    min_supported: Annotated[float | None, typer.Option(help="Least share of cited answers "
+                                                             "all supported.")] = None,
+    min_keywords: Annotated[float | None, typer.Option(help="Least keyword match.")] = None,
+    min_refusal: Annotated[float | None, typer.Option(help="Least refusal accuracy on "
+                                                           "unanswerable questions.")] = None,
+    max_false_refusal: Annotated[float | None, typer.Option(
+        help="Most share of answerable questions refused.")] = None,
+) -> None:
+    """Ask a QA set through the assistant (as /api/chat does) and grade the
+    answers: sources, citations, support, keywords, refusals, latency. Writes
+    report.json and report.png; exits 1 when a --min-*/--max-* threshold is missed."""
+    from assistant.evaluation import check_thresholds
+    from cli._utils import fail, quiet_engine_logs
+    from cli.eval_answers import AnswerEvalJob, print_runs, run_answer_eval
+    from sirocco.principal import Principal
+
+    job = AnswerEvalJob(qa=qa, docs=tuple(docs or ()), out=out, baseline=baseline, split=split,
+                        principal=Principal(tenant=tenant, user=user or "sirocco-eval",
+                                            groups=tuple(group or ())))
+    quiet_engine_logs()
+    runs = run_answer_eval(get_settings(), job)
+    print_runs(runs)
+    console.print(f"report: {out / 'report.json'}, chart: {out / 'report.png'}")
+    minimums = {k: v for k, v in {"hit_k": min_hit_k, "hit_1": min_hit_1, "cited": min_cited,
+                                  "supported": min_supported, "keywords": min_keywords,
+                                  "refusal": min_refusal}.items() if v is not None}
+    maximums = {"false_refusal": max_false_refusal} if max_false_refusal is not None else {}
+    failed = check_thresholds(runs[0].metrics, minimums, maximums)
+    if failed:
+        fail("thresholds missed: " + "; ".join(failed))

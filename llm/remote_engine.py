@@ -86,6 +86,12 @@ class RemoteEngine:
             body["stop"] = list(options.stop)
         if options.seed is not None:
             body["seed"] = options.seed
+        if options.frequency_penalty:
+            body["frequency_penalty"] = options.frequency_penalty
+        if options.repetition_penalty != 1.0:
+            body["repetition_penalty"] = options.repetition_penalty  # a vLLM server's extra
+        if options.regex and not tools:
+            body["structured_outputs"] = {"regex": options.regex}  # a vLLM server's extra
         if tools:
             body["tools"] = list(tools)
             body["tool_choice"] = tool_choice or "auto"

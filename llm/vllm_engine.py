@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from llm.cpu import cpu_environment
 from llm.tools import ToolChoice, forced_call_schema, parse_forced_calls
 from llm.vllm_args import engine_args_from_settings
-from llm.vllm_tools import NativeToolParser, held_back, structured_outputs
+from llm.vllm_tools import NativeToolParser, held_back, structured_outputs, text_pattern
 from sirocco.errors import EngineError, InvalidInputError
 from sirocco.settings import Settings
 from sirocco.types import ChatMessage, EngineEvent, GenerationOptions, ToolCall, Usage
@@ -227,7 +227,11 @@ class VLLMEngine:
             max_tokens=max_tokens, temperature=options.temperature, top_p=options.top_p,
             stop=list(options.stop) or None, seed=options.seed,
             output_kind=RequestOutputKind.DELTA,
-            structured_outputs=structured_outputs(forced) if forced is not None else None,
+            repetition_penalty=options.repetition_penalty,
+            frequency_penalty=options.frequency_penalty,
+            structured_outputs=(structured_outputs(forced) if forced is not None
+                                else text_pattern(options.regex) if options.regex and not tools
+                                else None),
             # A native parser needs its call marker ([TOOL_CALLS]) in the text.
             skip_special_tokens=parser is None)
         return _Request(request_id=request_id, prompt_ids=prompt_ids, params=params,

@@ -34,6 +34,14 @@ def structured_outputs(schema: Mapping[str, Any]) -> Any:
     return StructuredOutputsParams(json=dict(schema))
 
 
+def text_pattern(regex: str) -> Any:
+    """vLLM's ``StructuredOutputsParams`` constraining the answer text to ``regex``
+    (xgrammar, as for forced tool calls)."""
+    from vllm.sampling_params import StructuredOutputsParams
+
+    return StructuredOutputsParams(regex=regex)
+
+
 class NativeToolParser:
     """A vLLM tool parser (by its registered name) used on a finished output."""
 

@@ -13,6 +13,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+#: The bundled model's default repetition penalty (``LLMSettings``).
+BUNDLED_REPETITION_PENALTY = 1.1
+
 
 class LLMSettings(BaseModel):
     """The engine: in-process vLLM (``vllm``) or a remote OpenAI-compatible server
@@ -97,12 +100,30 @@ class LLMSettings(BaseModel):
         "for fewer or more."))
     temperature: float = Field(default=0.0, description=(
         "Generation default: sampling temperature, unless the request sets one."))
+    repetition_penalty: float = Field(default=BUNDLED_REPETITION_PENALTY, gt=0, description=(
+        "Generation default: vLLM's repetition_penalty (1.0: off; above 1 discourages "
+        "tokens already in the prompt or the answer, so a small model does not loop "
+        "\"no, no, no\" until max_tokens). Default: 1.1 for the bundled model, 1.0 when "
+        "model is set or the provider is remote."))
+    frequency_penalty: float = Field(default=0.0, ge=-2, le=2, description=(
+        "Generation default: OpenAI's frequency_penalty (0: off; above 0 discourages "
+        "tokens by how often the answer already used them)."))
+    answer_format: Literal["free", "cited", "quoted"] = Field(default="quoted", description=(
+        "How a grounded answer is written: \"free\" (the model is asked to cite [n]; "
+        "large models do), or enforced by structured outputs, for small models that do "
+        "not cite on their own: \"cited\" ([n] of a source that was shown, then one "
+        "sentence) or \"quoted\" ([n], then source n's sentence closest to the question). "
+        "Default: \"quoted\" for the bundled model (measured best, docs/benchmarks.md), "
+        "\"free\" when model is set or the provider is remote."))
 
     @model_validator(mode="before")
     @classmethod
     def _apply_profile(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("profile"):
-            return {**load_llm_profile(Path(data["profile"])), **data}
+            data = {**load_llm_profile(Path(data["profile"])), **data}
+        if isinstance(data, dict) and (data.get("model") or data.get("provider") == "openai"):
+            # A model of one's own: its native answers, unless set explicitly.
+            data = {"answer_format": "free", "repetition_penalty": 1.0, **data}
         return data
 
 
@@ -249,5 +270,12 @@ class AssistantSettings(BaseModel):
         "[\"search_documents\"]); the caller's permissions still apply."))
     citation_min_support: float = Field(default=0.5, ge=0, le=1, description=(
         "A cited sentence needs this share of its content terms in the cited chunk."))
+    refusal_min_score: float | None = Field(default=0.299, ge=-1, le=1, description=(
+        "Refuse without asking the model when the best chunk's dense (cosine) similarity "
+        "to the question is below this: the answer says the documents do not cover it "
+        "and lists the closest sources as related, not cited. None: off. The default was "
+        "chosen for the default embedding model (all-MiniLM-L6-v2) on the dev splits of "
+        "examples/qa.jsonl and tests/data/qa-public (bench/refusal_threshold.py, "
+        "docs/benchmarks.md); choose it again for another embedding model."))
     http_tools: list[HttpToolSettings] = Field(default_factory=list, description=(
         "Company tools, e.g. SIROCCO_ASSISTANT__HTTP_TOOLS='[{\"name\": ..., \"url\": ...}]'."))

@@ -112,11 +112,18 @@ class ChatMessage:
 
 @dataclass(frozen=True, slots=True)
 class GenerationOptions:
+    """Sampling of one generation. ``repetition_penalty`` (1.0: off) and
+    ``frequency_penalty`` (0: off) discourage loops; ``regex`` (None: free
+    text) constrains the text to a regular expression (structured outputs)."""
+
     max_tokens: int = 256
     temperature: float = 0.0
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    repetition_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    regex: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -146,6 +146,23 @@ async def test_nothing_found_is_streamed_without_the_engine(factory, settings) -
     assert engine.calls == []
 
 
+async def test_a_question_no_source_covers_is_refused_with_related_sources(
+        factory, settings) -> None:
+    settings = settings.model_copy(update={"assistant": settings.assistant.model_copy(
+        update={"refusal_min_score": 0.95})})
+    engine = ScriptedEngine(["Invented [1]."])
+    app = create_app(settings, services=services_with(factory, settings, real_assistant(
+        factory, settings, engine, hits=[make_hit(1, score=0.5, title="Travel policy")])))
+    events = [json.loads(d) for d in frames((await post_chat(app, {"question": "q"})).text)[:-1]]
+    assert events[0] == {"type": "delta",
+                         "text": f"{NOT_FOUND_ANSWER} Related documents: Travel policy."}
+    done = events[1]
+    assert (done["type"], done["citations"], done["finish_reason"]) == ("done", [],
+                                                                        "not_covered")
+    assert [s["title"] for s in done["sources"]] == ["Travel policy"]
+    assert engine.calls == []
+
+
 async def test_stream_false_returns_one_json_body(factory, settings) -> None:
     engine = ScriptedEngine(["Green [1]."])
     app = create_app(settings, services=services_with(

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from api.services import Services
+from assistant.prompts import NOT_FOUND_ANSWER
 from assistant.service import Assistant
 from sirocco.auth.keys import create_key
 from sirocco.db import Base, make_engine, make_session_factory, session_scope
@@ -128,6 +129,23 @@ async def test_completion_has_usage_and_sources(settings, factory, api_key) -> N
     assert body["sirocco"]["trace_id"]
     caller = store.searches[0]["filter"].caller
     assert (caller.tenant, caller.user, caller.groups) == ("acme", "ana", ("hr",))
+
+
+async def test_a_refusal_is_a_normal_completion_with_related_sources(
+        settings, factory, api_key) -> None:
+    settings = settings.model_copy(update={"assistant": settings.assistant.model_copy(
+        update={"refusal_min_score": 0.95})})
+    engine = ScriptedEngine(["Invented [1]."])
+    store = StaticStore([make_hit(1, score=0.5, title="Travel policy")])
+    r = await post(make_app(settings, factory, engine=engine, store=store), api_key, ask())
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["choices"][0]["message"]["content"] == (
+        f"{NOT_FOUND_ANSWER} Related documents: Travel policy.")
+    assert body["choices"][0]["finish_reason"] == "stop"
+    assert body["sirocco"]["citations"] == []
+    assert [s["title"] for s in body["sirocco"]["sources"]] == ["Travel policy"]
+    assert engine.calls == []
 
 
 async def test_stream_with_usage_chunk(settings, factory, api_key) -> None:

@@ -24,8 +24,10 @@ from traces.repository import get_trace
 
 @pytest.fixture
 def settings() -> Settings:
+    # The free format, no refusal threshold: those are tested in test_assistant_refusal.py.
     return Settings(env="test", retrieval={"top_k": 3, "min_score": 0.2},
-                    llm={"max_tokens": 64, "temperature": 0.0})
+                    llm={"max_tokens": 64, "temperature": 0.0, "answer_format": "free"},
+                    assistant={"refusal_min_score": None})
 
 
 def make_assistant(factory: sessionmaker[Session], settings: Settings, engine: ScriptedEngine,
@@ -136,7 +138,10 @@ async def test_nothing_retrieved_answers_without_the_engine(factory, settings, h
     done = events[-1]
     assert (done.type, done.citations, done.sources) == ("done", [], [])
     trace = load_trace(factory, done.trace_id)
-    assert (trace.status, trace.answer, trace.prompt) == ("ok", NOT_FOUND_ANSWER, [])
+    # No model was asked; the trace still holds the conversation (the question),
+    # so that exports see a user turn before the answer.
+    assert (trace.status, trace.answer, trace.prompt) == (
+        "ok", NOT_FOUND_ANSWER, [{"role": "user", "content": "q"}])
     assert [r["chunk_id"] for r in trace.retrieved] == [h.chunk_id for h in hits]
 
 

@@ -35,9 +35,11 @@ LOOKUP_TOOL = {"name": "hr_lookup", "description": "Look up an employee.",
 
 
 def make_settings(**assistant: object) -> Settings:
+    # The free format, no refusal threshold: those are tested in test_assistant_refusal.py.
     return Settings(env="test", retrieval={"top_k": 3, "min_score": 0.2},
-                    llm={"max_tokens": 64}, traces={"background": False},
-                    assistant={"http_tools": [DELETE_TOOL, LOOKUP_TOOL], **assistant})
+                    llm={"max_tokens": 64, "answer_format": "free"}, traces={"background": False},
+                    assistant={"http_tools": [DELETE_TOOL, LOOKUP_TOOL],
+                               "refusal_min_score": None, **assistant})
 
 
 class Recorded:

@@ -83,3 +83,24 @@ async def test_unreachable_server_is_unavailable() -> None:
 def test_token_count_falls_back_to_an_estimate() -> None:
     engine = RemoteEngine("http://llm/v1", model="m", tokenizer_path=None)
     assert engine.count_tokens("12345678") == 2
+
+
+async def test_the_text_pattern_and_penalties_go_as_a_vllm_server_reads_them() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=sse(
+            {"choices": [{"index": 0, "delta": {"content": "[1] Hi."},
+                          "finish_reason": "stop"}]},
+        ), headers={"content-type": "text/event-stream"})
+
+    options = GenerationOptions(regex=r"\[1\] Hi\.", repetition_penalty=1.1,
+                                frequency_penalty=0.3)
+    [ev async for ev in engine_with(handler).generate(MSGS, options=options)]
+    body = json.loads(seen[0].content)
+    assert body["structured_outputs"] == {"regex": r"\[1\] Hi\."}
+    assert (body["repetition_penalty"], body["frequency_penalty"]) == (1.1, 0.3)
+    [ev async for ev in engine_with(handler).generate(MSGS, options=GenerationOptions())]
+    plain = json.loads(seen[1].content)
+    assert not {"structured_outputs", "repetition_penalty", "frequency_penalty"} & set(plain)

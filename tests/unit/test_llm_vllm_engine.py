@@ -206,6 +206,16 @@ async def test_no_tools_means_no_structured_outputs():
     assert fake.seen_params[0].skip_special_tokens is True
 
 
+async def test_a_text_pattern_and_the_penalties_reach_the_sampler():
+    fake = FakeLLM(deltas=["[1] Hi."])
+    options = GenerationOptions(regex=r"\[1\] Hi\.", repetition_penalty=1.1,
+                                frequency_penalty=0.3)
+    [ev async for ev in _engine(fake).generate(MSGS, options=options)]
+    params = fake.seen_params[0]
+    assert params.structured_outputs.regex == r"\[1\] Hi\."
+    assert (params.repetition_penalty, params.frequency_penalty) == (1.1, 0.3)
+
+
 async def test_native_parser_streams_text_then_the_call(tmp_path):
     import shutil
     from pathlib import Path
