@@ -131,9 +131,10 @@ def chat_retrieval_span(product: ServedProduct, queries: list[str]) -> dict[str,
             "p95_ms": pct(spans, 0.95) if spans else None}
 
 
-def served_ingest(folder: Path, docs: int, chunks: int, env: dict[str, str]) -> dict[str, Any]:
-    with ServedProduct(env={**SERVED_ENV, **env}) as product:
-        seconds = product.ingest(folder)
+def served_ingest(product: ServedProduct, folder: Path, docs: int,
+                  chunks: int) -> dict[str, Any]:
+    """``sirocco ingest FOLDER`` through the running product, timed."""
+    seconds = product.ingest(folder)
     return {"seconds": seconds, "docs_s": docs / seconds, "chunks_s": chunks / seconds}
 
 
@@ -177,12 +178,6 @@ def main() -> None:
                                 "chunks_s": n_chunks / local["elapsed"], "chunks": n_chunks}
         print("in-process pipeline:", json.dumps(result["in_process"]), flush=True)
         folder = work / "scifact-md"
-        result["served"] = served_ingest(folder, len(docs), n_chunks, {})
-        print("served, embedded broker:", json.dumps(result["served"]), flush=True)
-        if args.redis:
-            result["served_redis"] = served_ingest(folder, len(docs), n_chunks,
-                                                   {"SIROCCO_REDIS_URL": args.redis})
-            print("served, Redis broker:", json.dumps(result["served_redis"]), flush=True)
         if not args.skip_peer:
             from ingest.embedding.model import embedding_model_dir
             from sirocco.settings import Settings
@@ -192,24 +187,31 @@ def main() -> None:
             result["langchain"] = {"docs_s": len(docs) / peer["elapsed"],
                                    "chunks_s": peer["chunks"] / peer["elapsed"]}
             print("LangChain pipeline:", json.dumps(result["langchain"]), flush=True)
-        result["sizes"] = search_series(folder, local, copies, queries, args.chat)
+        if args.redis:
+            with ServedProduct(env={**SERVED_ENV, "SIROCCO_REDIS_URL": args.redis}) as product:
+                result["served_redis"] = served_ingest(product, folder, len(docs), n_chunks)
+            print("served, Redis broker:", json.dumps(result["served_redis"]), flush=True)
+        # The product as make run starts it: ingest through the CLI, then search.
+        with ServedProduct(env=SERVED_ENV) as product:
+            result["served"] = served_ingest(product, folder, len(docs), n_chunks)
+            print("served, embedded broker:", json.dumps(result["served"]), flush=True)
+            result["sizes"] = search_series(product, local, copies, queries, args.chat)
     report(result)
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
 
 
-def search_series(folder: Path, local: dict[str, Any], copies: list[int], queries: list[str],
-                  chat_n: int) -> list[dict[str, Any]]:
+def search_series(product: ServedProduct, local: dict[str, Any], copies: list[int],
+                  queries: list[str], chat_n: int) -> list[dict[str, Any]]:
+    """Step 2 at each size: the ingested corpus, then perturbed copies added."""
     sizes = []
-    with ServedProduct(env=SERVED_ENV) as product:
-        product.ingest(folder)
-        have = 1
-        rng = random.Random(7)
-        for target in copies:
-            for copy in range(have, target):
-                add_copies(product, local["chunks_stored"], local["vectors"], copy, rng)
-            have = max(have, target)
-            sizes.append(measure_size(product, queries, chat_n, local["chunks"] * have))
+    have = 1
+    rng = random.Random(7)
+    for target in copies:
+        for copy in range(have, target):
+            add_copies(product, local["chunks_stored"], local["vectors"], copy, rng)
+        have = max(have, target)
+        sizes.append(measure_size(product, queries, chat_n, local["chunks"] * have))
     return sizes
 
 

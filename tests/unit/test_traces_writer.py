@@ -139,7 +139,7 @@ async def test_engine_failure_mid_answer_keeps_spans_and_partial_output(factory)
         trace = session.scalars(select(Trace)).one()
         assert (trace.status, trace.answer) == ("error", "Half an answer")
         assert "engine exploded" in (trace.error or "")
-        assert trace.prompt_template == "rag-answer" and trace.prompt_template_version
+        assert trace.prompt_template.startswith("rag-answer") and trace.prompt_template_version
         assert trace.messages[-1].is_output and trace.messages[-1].content == "Half an answer"
         kinds = {s.kind: s.status for s in trace.spans}
         assert kinds == {"retrieval": "ok", "llm": "error"}
