@@ -50,7 +50,7 @@ from bench.served_scale import (  # noqa: E402
     product_rss_mib,
 )
 
-SERVED_ENV = {"SIROCCO_API__RATE_LIMIT_PER_MINUTE": "0"}
+SERVED_ENV = {"SIROCCO_AUTH__RATE_LIMIT_PER_MINUTE": "0"}
 
 
 def pct(values: list[float], q: float) -> float:
