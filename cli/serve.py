@@ -3,8 +3,11 @@ deployment, and all of them at once on embedded defaults."""
 
 from __future__ import annotations
 
+import ctypes
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -78,7 +81,7 @@ def up(
     # an ingestion never holds up an export (their own queue and worker).
     # Warnings only from the workers: the job's progress is what a person follows.
     workers = [subprocess.Popen([sys.executable, "-m", "sirocco", "worker", "--stage", stage,
-                                 "--loglevel", "warning"])
+                                 "--loglevel", "warning"], preexec_fn=_die_with_parent())
                for stage in ("parse", "embed", "exports")]
     try:
         if ingest_path is not None:
@@ -96,6 +99,24 @@ def up(
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """On Linux, a function for ``preexec_fn`` that makes the child get SIGTERM
+    when ``sirocco up`` dies, even by SIGKILL (``PR_SET_PDEATHSIG``), so its
+    workers never outlive it; None elsewhere. libc is loaded here, before the
+    fork, so the child only makes one system call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def set_death_signal() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    return set_death_signal
 
 
 def _print_welcome(settings: Settings, admin_key: str | None) -> None:
