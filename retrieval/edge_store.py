@@ -31,7 +31,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ from retrieval.edge_points import filter_spec, point_dicts
 from retrieval.edge_rpc import Client, OwnerGone, Server
 from retrieval.qdrant_payload import floats, hit_from
 from retrieval.sparse import SparseEncoder
-from retrieval.store import SearchFilter, SearchMode, resolve_mode
+from retrieval.store import SearchFilter, SearchMode, resolve_mode, search_filter
 from sirocco.errors import StoreBusyError
 from sirocco.settings import Settings
 from sirocco.types import Chunk, SearchHit
@@ -205,11 +204,8 @@ class EdgeStore:
     ) -> list[SearchHit]:
         """As ``QdrantStore.search``: filtered inside the engine, best first."""
         mode = resolve_mode(vector, text, mode)
-        flt = filter or SearchFilter()
-        if tenant is not None or doc_ids is not None:
-            flt = replace(flt, tenant=tenant or flt.tenant,
-                          doc_ids=doc_ids if doc_ids is not None else flt.doc_ids)
-        if top_k <= 0 or (flt.doc_ids is not None and not flt.doc_ids):
+        flt = search_filter(filter, tenant=tenant, doc_ids=doc_ids, top_k=top_k)
+        if flt is None:
             return []
         sparse = list(self.sparse.encode_query(text or "")) if mode != "dense" else None
         found = self._call("query", mode=mode,

@@ -30,7 +30,6 @@ import logging
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +56,7 @@ from retrieval.qdrant_payload import (
     qdrant_filter,
 )
 from retrieval.sparse import SparseEncoder
-from retrieval.store import SearchFilter, SearchMode, resolve_mode
+from retrieval.store import SearchFilter, SearchMode, resolve_mode, search_filter
 from sirocco.errors import ConfigError, StoreBusyError, UnavailableError
 from sirocco.settings import Settings
 from sirocco.types import Chunk, SearchHit
@@ -153,11 +152,8 @@ class QdrantStore:
         Hybrid scores are fusion scores (DBSF: a sum of normalised scores; RRF:
         rank-based), not cosine similarities."""
         mode = resolve_mode(vector, text, mode)
-        flt = filter or SearchFilter()
-        if tenant is not None or doc_ids is not None:
-            flt = replace(flt, tenant=tenant or flt.tenant,
-                          doc_ids=doc_ids if doc_ids is not None else flt.doc_ids)
-        if top_k <= 0 or (flt.doc_ids is not None and not flt.doc_ids):
+        flt = search_filter(filter, tenant=tenant, doc_ids=doc_ids, top_k=top_k)
+        if flt is None:
             return []
         query_filter = qdrant_filter(flt)
         with self._client() as client:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
 from sirocco.errors import InvalidInputError
@@ -130,3 +130,17 @@ def resolve_mode(vector: object, text: str | None, mode: SearchMode | None) -> S
     if mode in ("sparse", "hybrid") and not (text and text.strip()):
         raise InvalidInputError(f"a {mode} search needs the query text")
     return mode
+
+
+def search_filter(filter: SearchFilter | None, *, tenant: str | None,
+                  doc_ids: Sequence[str] | None, top_k: int) -> SearchFilter | None:
+    """The filter an adapter's ``search`` applies: ``filter`` narrowed by the
+    ``tenant`` and ``doc_ids`` arguments; None when nothing can match (no hits
+    asked for, or an empty ``doc_ids``), so the adapter returns no hits."""
+    flt = filter or SearchFilter()
+    if tenant is not None or doc_ids is not None:
+        flt = replace(flt, tenant=tenant or flt.tenant,
+                      doc_ids=doc_ids if doc_ids is not None else flt.doc_ids)
+    if top_k <= 0 or (flt.doc_ids is not None and not flt.doc_ids):
+        return None
+    return flt
