@@ -47,6 +47,7 @@ from bench.served_scale import (  # noqa: E402
     RecordingStore,
     add_copies,
     disk_per_chunk,
+    product_cpu_s,
     product_rss_mib,
 )
 
@@ -103,11 +104,15 @@ def search_latency(product: ServedProduct, queries: list[str], clients: int) -> 
         for q in queries[:3]:  # warm-up: model and store caches
             c.post("/api/search", json={"query": q, "top_k": 10}).raise_for_status()
     shares = [queries[i::clients] for i in range(clients)]
+    cpu, started = product_cpu_s(product), time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(run, shares))
+    seconds = time.perf_counter() - started
+    cpu = product_cpu_s(product) - cpu
     return {"clients": clients, "n": len(wall), "p50_ms": pct(wall, 0.5),
             "p95_ms": pct(wall, 0.95), "server_p50_ms": pct(took, 0.5),
-            "server_p95_ms": pct(took, 0.95)}
+            "server_p95_ms": pct(took, 0.95), "per_s": len(wall) / seconds,
+            "product_cores_busy": cpu / seconds, "product_cpu_ms": cpu / len(wall) * 1000}
 
 
 def chat_retrieval_span(product: ServedProduct, queries: list[str]) -> dict[str, Any]:
@@ -239,6 +244,13 @@ def report(result: dict[str, Any]) -> None:
               f"{many['p50_ms']:.1f}/{many['p95_ms']:.1f} | {many['p95_ms'] / one['p50_ms']:.2f}x "
               f"| {span if span is None else round(span, 1)} | {row['rss_mib']:.0f} | "
               f"{row['disk_per_chunk_kib']:.2f}")
+    print("\nthroughput (searches/s), product CPU per search (ms) and cores it kept busy, "
+          "1 client | 16 clients")
+    for row in result["sizes"]:
+        one, many = row["search_1"], row["search_16"]
+        print(f"{row['chunks']} | {one['per_s']:.1f}/s, {one['product_cpu_ms']:.1f} ms, "
+              f"{one['product_cores_busy']:.2f} | {many['per_s']:.1f}/s, "
+              f"{many['product_cpu_ms']:.1f} ms, {many['product_cores_busy']:.2f}")
     first, last = result["sizes"][0], result["sizes"][-1]
     print(f"p50 at {last['chunks']} / p50 at {first['chunks']}: "
           f"{last['search_1']['p50_ms'] / first['search_1']['p50_ms']:.2f}x (target <= 2)")

@@ -79,6 +79,26 @@ def product_rss_mib(product: ServedProduct) -> float:
     return total / 2**20
 
 
+def product_cpu_s(product: ServedProduct) -> float:
+    """CPU seconds (user + system) used so far by ``sirocco up`` and every
+    process under it; the difference over a phase divided by its wall time is
+    how many cores the product kept busy."""
+    import psutil
+
+    proc = getattr(product, "_proc", None)
+    if proc is None:
+        return 0.0
+    root = psutil.Process(proc.pid)
+    total = 0.0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            times = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def disk_per_chunk(data_dir: Path, chunks: int) -> float:
     """KiB on disk under the data folder's store folders (``qdrant*``) per chunk."""
     size = 0

@@ -59,6 +59,10 @@ class OnnxEmbedder:
         options = ort.SessionOptions()
         if cfg.threads:
             options.intra_op_num_threads = cfg.threads
+        # Idle pool threads sleep instead of spinning: the same document batches
+        # per second, and concurrent queries (the API's threads) do not burn the
+        # cores the other requests and the workers need (docs/benchmarks.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(
             str(model_file), options, providers=["CPUExecutionProvider"]
         )
