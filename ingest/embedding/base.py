@@ -8,6 +8,8 @@ from typing import Protocol
 from sirocco.errors import ConfigError
 from sirocco.settings import Settings
 
+VALID_BACKENDS = "'auto', 'torch', 'torch-bf16', 'onnx', 'onnx-int8'"
+
 
 class Embedder(Protocol):
     #: Vector size.
@@ -37,16 +39,16 @@ def create_embedder(settings: Settings) -> Embedder:
             raise ConfigError(
                 f"unknown embedding provider {provider!r}; valid: 'sentence-transformers'"
             )
-    match settings.embedding.backend:
-        case "torch":
+    from ingest.embedding.choice import resolve_backend
+
+    match resolve_backend(settings):
+        case "torch" | "torch-bf16" as backend:
             from ingest.embedding.st import SentenceTransformerEmbedder
 
-            return SentenceTransformerEmbedder(settings)
+            return SentenceTransformerEmbedder(settings, bf16=backend == "torch-bf16")
         case "onnx" | "onnx-int8" as backend:
             from ingest.embedding.onnx import OnnxEmbedder
 
             return OnnxEmbedder(settings, quantized=backend == "onnx-int8")
         case other:
-            raise ConfigError(
-                f"unknown embedding backend {other!r}; valid: 'torch', 'onnx', 'onnx-int8'"
-            )
+            raise ConfigError(f"unknown embedding backend {other!r}; valid: {VALID_BACKENDS}")

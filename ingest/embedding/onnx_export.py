@@ -33,6 +33,7 @@ import warnings
 from pathlib import Path
 
 from ingest.embedding import onnx_bert
+from ingest.embedding.choice import choose_backend
 from ingest.embedding.model import embedding_model_dir
 from sirocco.errors import ConfigError
 from sirocco.files import build_atomic, exclusive_lock
@@ -55,11 +56,17 @@ INSTALL_HINT = (
 def prepare_embedding_model(settings: Settings) -> Path | None:
     """Build (or reuse) the model file the configured embedding backend loads.
 
-    Returns its path, or None for the ``torch`` backend, which loads the model
-    folder itself. Safe to call from several processes at once.
+    Returns its path, or None for the torch backends, which load the model
+    folder themselves. For ``auto`` the backend is chosen first, measured on
+    this machine where its CPU has native bf16 (``ingest.embedding.choice``).
+    Safe to call from several processes at once.
     """
-    match settings.embedding.backend:
-        case "torch":
+    cfg = settings.embedding
+    if cfg.backend == "auto" and cfg.device == "cpu":
+        # The fallback, and a candidate the choice measures.
+        onnx_model_file(settings, quantized=True)
+    match choose_backend(settings):
+        case "torch" | "torch-bf16":
             return None
         case "onnx":
             return onnx_model_file(settings, quantized=False)
@@ -67,8 +74,8 @@ def prepare_embedding_model(settings: Settings) -> Path | None:
             return onnx_model_file(settings, quantized=True)
         case other:
             raise ConfigError(
-                f"unknown embedding backend {other!r}; valid: 'torch', 'onnx', 'onnx-int8'"
-            )
+                f"unknown embedding backend {other!r}; valid: 'auto', 'torch', 'torch-bf16', "
+                "'onnx', 'onnx-int8'")
 
 
 def onnx_model_file(settings: Settings, *, quantized: bool) -> Path:

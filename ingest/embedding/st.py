@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 class SentenceTransformerEmbedder:
     """The ``Embedder`` port on sentence-transformers; vectors are unit length."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, bf16: bool = False) -> None:
         cfg = settings.embedding
         path = embedding_model_dir(settings)
         try:
@@ -34,6 +34,10 @@ class SentenceTransformerEmbedder:
             torch.set_num_threads(cfg.threads)  # process-wide: torch has no per-model pool
         # A local folder plus local_files_only: the hub is never contacted.
         self._model = SentenceTransformer(str(path), device=cfg.device, local_files_only=True)
+        if bf16:  # weights and activations; oneDNN runs them on AMX / AVX-512 BF16
+            import torch
+
+            self._model.to(torch.bfloat16)
         self._model.max_seq_length = cfg.max_seq_length
         self._batch_size = cfg.batch_size
         dim = self._model.get_embedding_dimension()
@@ -43,7 +47,8 @@ class SentenceTransformerEmbedder:
         self.model_id: str = BUNDLED_MODEL_ID if not cfg.model else str(path.resolve())
         logger.info(
             "embedding model loaded",
-            extra={"model_id": self.model_id, "dim": self.dim, "device": cfg.device},
+            extra={"model_id": self.model_id, "dim": self.dim, "device": cfg.device,
+                   "bf16": bf16},
         )
 
     @property

@@ -27,7 +27,7 @@ def _with_backend(tmp_path: Path, backend: str) -> Settings:
 
 
 def test_backend_and_threads_settings(monkeypatch: pytest.MonkeyPatch):
-    assert EmbeddingSettings().backend == "onnx-int8"
+    assert EmbeddingSettings().backend == "auto"
     assert EmbeddingSettings().threads is None
     monkeypatch.setenv("SIROCCO_EMBEDDING__BACKEND", "onnx")
     monkeypatch.setenv("SIROCCO_EMBEDDING__THREADS", "1")
@@ -36,7 +36,7 @@ def test_backend_and_threads_settings(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_settings_refuse_an_unknown_backend():
-    with pytest.raises(ValidationError, match="'torch', 'onnx' or 'onnx-int8'"):
+    with pytest.raises(ValidationError, match="'torch-bf16', 'onnx' or 'onnx-int8'"):
         Settings(embedding={"backend": "tensorrt"})
     with pytest.raises(ValidationError, match="greater than or equal to 1"):
         Settings(embedding={"threads": 0})
@@ -44,7 +44,8 @@ def test_settings_refuse_an_unknown_backend():
 
 def test_factory_names_the_valid_backends(tmp_path: Path):
     settings = _with_backend(tmp_path, "tensorrt")
-    expected = "unknown embedding backend 'tensorrt'; valid: 'torch', 'onnx', 'onnx-int8'"
+    expected = ("unknown embedding backend 'tensorrt'; valid: 'auto', 'torch', 'torch-bf16', "
+                "'onnx', 'onnx-int8'")
     with pytest.raises(ConfigError, match=expected):
         create_embedder(settings)
     with pytest.raises(ConfigError, match=expected):
