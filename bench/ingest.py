@@ -64,6 +64,7 @@ def run_sirocco(docs: list[dict[str, str]], work: Path, threads: int | None,
 
     from ingest.embed_stage import embed_staged
     from ingest.embedding.base import create_embedder
+    from ingest.embedding.onnx_export import prepare_embedding_model
     from ingest.models import Document
     from ingest.pipeline import embedding_text, parse_document
     from ingest.service import register_files
@@ -76,7 +77,11 @@ def run_sirocco(docs: list[dict[str, str]], work: Path, threads: int | None,
     for d in docs:
         (folder / f"{d['id']}.md").write_text(f"# {d['title']}\n\n{d['text']}\n", "utf-8")
     overrides = {"threads": threads} if threads else {}
-    settings = Settings(env="test", data_dir=work / "var", embedding=overrides)
+    # The models folder `make models` prepared, as the served product uses: the
+    # same ONNX export and the same per-machine backend choice (embedding: auto).
+    settings = Settings(env="test", data_dir=work / "var", models_dir=REPO / "var" / "models",
+                        embedding=overrides)
+    prepare_embedding_model(settings)
     upgrade_database(settings)
     factory = make_session_factory(make_engine(settings))
     embedder = create_embedder(settings)  # loaded before the clock starts, as in a worker
@@ -209,8 +214,10 @@ def main() -> None:
         settings = ours["settings"]
         model_dir = str(embedding_model_dir(settings))
         n = len(docs)
+        from ingest.embedding.choice import resolve_backend
+
         print(f"documents: {n}  cores: {os.cpu_count()}  backend: "
-              f"{getattr(settings.embedding, 'backend', 'torch')}")
+              f"{resolve_backend(settings)} (embedding.backend {settings.embedding.backend})")
         tokens = embedded_tokens(ours["texts"], ours["embedder"])
         rows = [("sirocco pipeline", ours["elapsed"], ours["chunks"], tokens)]
         print(f"  (sirocco: parse+chunk+stage {ours['parse_s']:.1f} s of {ours['elapsed']:.1f} s)")

@@ -64,6 +64,7 @@ def main() -> None:
     from langchain_huggingface import HuggingFaceEmbeddings
     from langchain_qdrant import QdrantVectorStore
 
+    from ingest.embedding.choice import resolve_backend
     from ingest.embedding.model import embedding_model_dir
     from ingest.evaluation import embedder_tag, product_pipeline
     from ingest.pipeline import embedding_text
@@ -74,7 +75,7 @@ def main() -> None:
     settings = Settings()
     data = load_beir(args.data, args.split)
     chunk, embed, embedder = product_pipeline(settings)
-    backend = getattr(settings.embedding, "backend", "torch")
+    backend = resolve_backend(settings)
     cache = REPO / "var" / "eval" / f"vectors-{args.data.name}-{backend}.npz"
     with tempfile.TemporaryDirectory(prefix="sirocco-bench-") as tmp:
         q = settings.qdrant.model_copy(update={"path": Path(tmp) / "qdrant",

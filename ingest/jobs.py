@@ -203,6 +203,15 @@ def get_report(*, session: Session, job_id: str) -> JobReport:
     return JobReport(job=job, items=list(items))
 
 
+def get_job(*, session: Session, job_id: str) -> JobReport:
+    """The job without its items: its counters, all that progress needs (one
+    row, where ``get_report`` reads every item); ``NotFoundError`` if unknown."""
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFoundError(f"job {job_id!r} not found")
+    return JobReport(job=job, items=[])
+
+
 def list_jobs(
     *, session: Session, tenant: str, state: str | None = None, limit: int = 50
 ) -> list[JobReport]:

@@ -4,11 +4,12 @@ The fastest backend depends on the CPU. On a CPU without native bf16 (AVX2
 only, like AMD Zen 3) ONNX Runtime's int8 graph is the fastest that keeps the
 nDCG gate, and bf16 would be emulated (about 5x slower): ``onnx-int8``, no
 measurement. On a CPU that computes bf16 natively (AVX-512 BF16, AMX) torch's
-oneDNN path gains more than the int8 graph does, so ``sirocco models prepare``
-measures both there: each candidate must stay close to the model's fp32
-vectors on the probe texts (``MIN_COSINE``), and the faster one that does is
-recorded in ``embedding-backend.json`` under ``models_path``, keyed by the
-machine's signature (kernel flags, torch and onnxruntime versions, model). A
+oneDNN path may gain more than the int8 graph does, so ``sirocco models
+prepare`` measures both there: each candidate must stay close to the model's
+fp32 vectors on the probe texts (``MIN_COSINE``); torch-bf16 is recorded when it
+passes and is at least ``SWITCH_MARGIN`` times faster, else onnx-int8, in
+``embedding-backend.json`` under ``models_path``, keyed by the machine's
+signature (kernel flags, torch and onnxruntime versions, model). A
 process resolves ``auto`` from that record; without one it takes
 ``onnx-int8``. A GPU device takes ``torch``.
 """
@@ -38,6 +39,10 @@ FALLBACK = "onnx-int8"
 #: A candidate's vector of every probe text must keep this cosine to fp32's
 #: (onnx-int8's worst on SciFact-like text is about 0.992).
 MIN_COSINE = 0.99
+#: Another candidate replaces the fallback only when at least this much faster:
+#: close calls (within the probe's noise) keep the default, so machines of one
+#: kind agree.
+SWITCH_MARGIN = 1.1
 #: Texts per timed batch and timed rounds (the best round counts).
 PROBE_BATCH = 64
 PROBE_ROUNDS = 3
@@ -122,8 +127,14 @@ def _measure_all(settings: Settings, measure: Measure) -> dict[str, Any]:
                     for v, r in zip(vectors, reference, strict=True))
         figures[name] = {"texts_per_s": round(per_s, 1), "min_cosine": round(worst, 5),
                          "passes": worst >= MIN_COSINE}
-    passing = [n for n in BF16_CANDIDATES if figures[n].get("passes")]
-    best = max(passing, key=lambda n: figures[n]["texts_per_s"], default=FALLBACK)
+    best = FALLBACK if figures[FALLBACK].get("passes") else None
+    for name in BF16_CANDIDATES:
+        mine = figures[name]
+        if not mine.get("passes") or name == best:
+            continue
+        if best is None or mine["texts_per_s"] >= SWITCH_MARGIN * figures[best]["texts_per_s"]:
+            best = name
+    best = best or FALLBACK
     return {"backend": best, "candidates": figures, "measured_at": time.time()}
 
 

@@ -108,6 +108,13 @@ def test_no_passing_faster_candidate_falls_back_to_onnx_int8(tmp_path: Path, pas
     assert choice.choose_backend(settings, measure=measure, cpuinfo=BF16) == "onnx-int8"
 
 
+def test_a_close_call_keeps_onnx_int8(tmp_path: Path):
+    # 5 % faster is within the probe's noise: the default stays.
+    settings = _settings(tmp_path)
+    measure = FakeMeasure({"onnx-int8": 100.0, "torch-bf16": 105.0})
+    assert choice.choose_backend(settings, measure=measure, cpuinfo=BF16) == "onnx-int8"
+
+
 def test_probe_texts_are_a_batch_of_chunk_sized_texts():
     texts = choice.probe_texts()
     assert len(texts) == choice.PROBE_BATCH

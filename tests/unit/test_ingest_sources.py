@@ -7,11 +7,18 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from ingest.jobs import cancel_job, finish_item, get_report, retry_failed, start_item
+from ingest.jobs import (
+    cancel_job,
+    finish_item,
+    get_job,
+    get_report,
+    retry_failed,
+    start_item,
+)
 from ingest.models import Document
 from ingest.sources import add_source, get_source, remove_source, sync_source
 from sirocco.db import session_scope
-from sirocco.errors import InvalidInputError
+from sirocco.errors import InvalidInputError, NotFoundError
 
 
 class DeletingStore:
@@ -60,6 +67,11 @@ def test_sync_queues_changes_skips_unchanged_and_removes_missing(factory, folder
     with factory() as s:
         job = get_report(session=s, job_id=job_id).job
         assert (job.state, job.total, job.done) == ("done", 3, 3)
+        # What progress polls: the same counters, no items read.
+        light = get_job(session=s, job_id=job_id)
+        assert (light.items, light.finished, light.progress) == ([], 3, 1.0)
+        with pytest.raises(NotFoundError):
+            get_job(session=s, job_id="nope")
         by_name = {Path(d.source_path).name: d.id for d in s.scalars(select(Document))}
 
     (folder / "a.md").write_text("alpha, changed")
