@@ -4,6 +4,7 @@ deployment, and all of them at once on embedded defaults."""
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import subprocess
 import sys
@@ -81,7 +82,9 @@ def up(
     # an ingestion never holds up an export (their own queue and worker).
     # Warnings only from the workers: the job's progress is what a person follows.
     workers = [subprocess.Popen([sys.executable, "-m", "sirocco", "worker", "--stage", stage,
-                                 "--loglevel", "warning"], preexec_fn=_die_with_parent())
+                                 "--loglevel", "warning"],
+                                preexec_fn=_die_with_parent(
+                                    nice=settings.celery.parse_nice if stage == "parse" else 0))
                for stage in ("parse", "embed", "exports")]
     try:
         if ingest_path is not None:
@@ -101,11 +104,12 @@ def up(
                 proc.kill()
 
 
-def _die_with_parent() -> Callable[[], None] | None:
+def _die_with_parent(nice: int = 0) -> Callable[[], None] | None:
     """On Linux, a function for ``preexec_fn`` that makes the child get SIGTERM
     when ``sirocco up`` dies, even by SIGKILL (``PR_SET_PDEATHSIG``), so its
-    workers never outlive it; None elsewhere. libc is loaded here, before the
-    fork, so the child only makes one system call."""
+    workers never outlive it, and adds ``nice`` to its niceness; None
+    elsewhere. libc is loaded here, before the fork, so the child only makes
+    system calls."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -115,6 +119,8 @@ def _die_with_parent() -> Callable[[], None] | None:
 
     def set_death_signal() -> None:
         prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if nice:
+            os.nice(nice)
 
     return set_death_signal
 

@@ -86,6 +86,11 @@ class CelerySettings(BaseModel):
         "A parse batch running longer than this, in seconds, sends its remaining "
         "documents on in a new message (large files never push a batch past the time "
         "limit)."))
+    parse_nice: int = Field(default=10, ge=0, le=19, description=(
+        "`sirocco up` only: niceness added to its parse worker. On a machine where parsing "
+        "and embedding share the cores, parsing then takes the CPU embedding leaves (it "
+        "stays ahead: it is several times faster) instead of stalling the embedding "
+        "model's threads. 0: equal shares."))
     broker_poll_s: float = Field(default=0.05, gt=0, description=(
         "Embedded broker only: how often, in seconds, a worker looks for new messages "
         "(kombu's SQL transport polls; Redis pushes)."))

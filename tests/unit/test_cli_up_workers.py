@@ -49,3 +49,21 @@ def test_a_worker_dies_when_sirocco_up_is_killed() -> None:
     assert _child_state_after_parent_sigkill("hook") in ("gone", "Z")
     # The control: without the hook the child outlives its killed parent.
     assert _child_state_after_parent_sigkill("none") not in ("gone", "Z")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_the_parse_worker_yields_the_cpu_and_the_others_do_not() -> None:
+    import os
+
+    from cli.serve import _die_with_parent
+    from sirocco.settings import Settings
+
+    def niceness(hook) -> int:
+        out = subprocess.run([sys.executable, "-c", "import os; print(os.nice(0))"],
+                             preexec_fn=hook, capture_output=True, text=True, check=True)
+        return int(out.stdout)
+
+    mine = os.nice(0)
+    assert Settings().celery.parse_nice == 10
+    assert niceness(_die_with_parent(nice=10)) == min(19, mine + 10)
+    assert niceness(_die_with_parent()) == mine
