@@ -46,6 +46,7 @@ from bench.product import ServedProduct  # noqa: E402
 from bench.served_scale import (  # noqa: E402
     RecordingStore,
     add_copies,
+    cpu_used,
     disk_per_chunk,
     product_cpu_s,
     product_rss_mib,
@@ -108,7 +109,7 @@ def search_latency(product: ServedProduct, queries: list[str], clients: int) -> 
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(run, shares))
     seconds = time.perf_counter() - started
-    cpu = product_cpu_s(product) - cpu
+    cpu = cpu_used(cpu, product_cpu_s(product))
     return {"clients": clients, "n": len(wall), "p50_ms": pct(wall, 0.5),
             "p95_ms": pct(wall, 0.95), "server_p50_ms": pct(took, 0.5),
             "server_p95_ms": pct(took, 0.95), "per_s": len(wall) / seconds,

@@ -1,12 +1,12 @@
 """Helpers of ``bench/served.py``: record what the in-process pipeline stored,
-grow the served store with perturbed copies, and read the product's memory and
+grow the served store with perturbed copies, and read the product's memory, CPU and
 disk. Nothing here is imported by the product."""
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -62,41 +62,46 @@ def add_copies(product: ServedProduct, chunks: Sequence[Any], vectors: Sequence[
         store.close()
 
 
+def _product_processes(product: ServedProduct) -> list[Any]:
+    """``sirocco up`` and every process under it (psutil), [] when not started."""
+    import psutil
+
+    proc = getattr(product, "_proc", None)
+    if proc is None:
+        return []
+    root = psutil.Process(proc.pid)
+    return [root, *root.children(recursive=True)]
+
+
+def _per_process(product: ServedProduct, read: Callable[[Any], float]) -> dict[int, float]:
+    import psutil
+
+    out: dict[int, float] = {}
+    for p in _product_processes(product):
+        try:
+            out[p.pid] = read(p)
+        except psutil.Error:  # exited between the listing and the read
+            continue
+    return out
+
+
 def product_rss_mib(product: ServedProduct) -> float:
     """Resident memory of ``sirocco up`` and every process under it, MiB."""
-    import psutil
-
-    proc = getattr(product, "_proc", None)
-    if proc is None:
-        return 0.0
-    root = psutil.Process(proc.pid)
-    total = 0
-    for p in [root, *root.children(recursive=True)]:
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            continue
-    return total / 2**20
+    return sum(_per_process(product, lambda p: p.memory_info().rss).values()) / 2**20
 
 
-def product_cpu_s(product: ServedProduct) -> float:
-    """CPU seconds (user + system) used so far by ``sirocco up`` and every
-    process under it; the difference over a phase divided by its wall time is
-    how many cores the product kept busy."""
-    import psutil
+def product_cpu_s(product: ServedProduct) -> dict[int, float]:
+    """CPU seconds (user + system) used so far by ``sirocco up`` and each
+    process under it, by pid; ``cpu_used`` turns two readings into the
+    seconds spent between them."""
+    return _per_process(product, lambda p: p.cpu_times().user + p.cpu_times().system)
 
-    proc = getattr(product, "_proc", None)
-    if proc is None:
-        return 0.0
-    root = psutil.Process(proc.pid)
-    total = 0.0
-    for p in [root, *root.children(recursive=True)]:
-        try:
-            times = p.cpu_times()
-        except psutil.Error:
-            continue
-        total += times.user + times.system
-    return total
+
+def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds between two ``product_cpu_s`` readings: a process that
+    started since counts from zero, one that exited since (a task's child
+    process) only up to the first reading, never negatively."""
+    return sum(max(0.0, cpu - before.get(pid, 0.0)) for pid, cpu in after.items())
 
 
 def disk_per_chunk(data_dir: Path, chunks: int) -> float:

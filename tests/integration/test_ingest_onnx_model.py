@@ -98,15 +98,22 @@ def test_fp32_matches_torch(onnx_embedder, reference):
     assert onnx_embedder.model_id == "sentence-transformers/all-MiniLM-L6-v2"
 
 
-def test_int8_stays_close_to_torch(int8_embedder, reference):
+def _assert_close_to_torch(embedder, reference, least: float, mean: float,
+                           norm_atol: float = 1e-5) -> None:
+    """Unit vectors whose cosine to torch fp32's is at least ``least`` for every
+    text and the query, and ``mean`` on average over TEXTS."""
     docs, query = reference
-    vectors = np.asarray(int8_embedder.embed_documents(TEXTS))
-    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    vectors = np.asarray(embedder.embed_documents(TEXTS))
+    assert vectors.shape == docs.shape
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=norm_atol)
     cosines = (vectors * docs).sum(axis=1)
-    assert cosines.min() >= INT8_MIN_COSINE, cosines
-    assert cosines.mean() >= INT8_MEAN_COSINE, cosines
-    assert float(np.asarray(int8_embedder.embed_query("what does a fox jump over?")) @ query) \
-        >= INT8_MIN_COSINE
+    assert cosines.min() >= least, cosines
+    assert cosines.mean() >= mean, cosines
+    assert float(np.asarray(embedder.embed_query("what does a fox jump over?")) @ query) >= least
+
+
+def test_int8_stays_close_to_torch(int8_embedder, reference):
+    _assert_close_to_torch(int8_embedder, reference, INT8_MIN_COSINE, INT8_MEAN_COSINE)
 
 
 #: torch-bf16 (weights and activations bf16) on TEXTS, AMD Zen 4 with AVX-512 BF16:
@@ -118,16 +125,8 @@ BF16_MEAN_COSINE = 0.996
 def test_torch_bf16_stays_close_to_torch(models_dir: Path, reference):
     from ingest.embedding.base import create_embedder
 
-    docs, query = reference
     bf16 = create_embedder(_settings(models_dir, "torch-bf16"))
-    vectors = np.asarray(bf16.embed_documents(TEXTS))
-    assert vectors.dtype == np.float64 and vectors.shape == docs.shape
-    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
-    cosines = (vectors * docs).sum(axis=1)
-    assert cosines.min() >= BF16_MIN_COSINE, cosines
-    assert cosines.mean() >= BF16_MEAN_COSINE, cosines
-    assert float(np.asarray(bf16.embed_query("what does a fox jump over?")) @ query) \
-        >= BF16_MIN_COSINE
+    _assert_close_to_torch(bf16, reference, BF16_MIN_COSINE, BF16_MEAN_COSINE, norm_atol=1e-3)
 
 
 def test_auto_measures_the_candidates_on_a_bf16_cpu_only(models_dir: Path):
