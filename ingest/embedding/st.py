@@ -34,6 +34,7 @@ class SentenceTransformerEmbedder:
             torch.set_num_threads(cfg.threads)  # process-wide: torch has no per-model pool
         # A local folder plus local_files_only: the hub is never contacted.
         self._model = SentenceTransformer(str(path), device=cfg.device, local_files_only=True)
+        self._bf16 = bf16
         if bf16:  # weights and activations; oneDNN runs them on AMX / AVX-512 BF16
             import torch
 
@@ -68,15 +69,26 @@ class SentenceTransformerEmbedder:
         vectors = self._model.encode_document(
             list(texts),
             batch_size=self._batch_size,
-            normalize_embeddings=True,
+            normalize_embeddings=not self._bf16,
             convert_to_numpy=True,
             show_progress_bar=False,
         )
-        return vectors.tolist()
+        return self._unit(vectors).tolist()
 
     def embed_query(self, text: str) -> list[float]:
         """A unit-length vector for a search query (the model's query prompt, if any)."""
         vector = self._model.encode_query(
-            [text], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            [text], normalize_embeddings=not self._bf16, convert_to_numpy=True,
+            show_progress_bar=False
         )
-        return vector[0].tolist()
+        return self._unit(vector)[0].tolist()
+
+    def _unit(self, vectors: Any) -> Any:
+        """fp32 vectors as they came; bf16 ones normalised in float32 (in bf16
+        their length would be 1 only to about 0.4 %)."""
+        if not self._bf16:
+            return vectors
+        import numpy as np
+
+        out = np.asarray(vectors, dtype=np.float32)
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
