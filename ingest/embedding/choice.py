@@ -16,7 +16,6 @@ process resolves ``auto`` from that record; without one it takes
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import platform
 import time
@@ -27,6 +26,7 @@ from typing import Any
 from ingest.embedding.model import embedding_model_dir
 from ingest.embedding.onnx_bert import CALIBRATION_TEXTS
 from llm.cpu import KERNEL_FLAGS, cpu_flags, cpu_has_native_bf16
+from llm.precision import package_version
 from sirocco.files import exclusive_lock, read_json, write_json_atomic
 from sirocco.settings import Settings
 
@@ -50,20 +50,14 @@ PROBE_ROUNDS = 3
 Measure = Callable[[Settings, str, Sequence[str]], tuple[list[list[float]], float]]
 
 
-def _version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "none"
-
-
 def machine_signature(settings: Settings, cpuinfo: str | None = None) -> str:
     """What a verdict depends on: architecture, the CPU's kernel flags, the
     torch and onnxruntime versions and the model folder."""
     flags = cpu_flags(cpuinfo) or set()
     kernel = ",".join(sorted(f for f in KERNEL_FLAGS if f in flags)) or "-"
-    return (f"{platform.machine()} cpu[{kernel}] torch={_version('torch')} "
-            f"onnxruntime={_version('onnxruntime')} model={embedding_model_dir(settings).name}")
+    return (f"{platform.machine()} cpu[{kernel}] torch={package_version('torch')} "
+            f"onnxruntime={package_version('onnxruntime')} "
+            f"model={embedding_model_dir(settings).name}")
 
 
 def resolve_backend(settings: Settings, cpuinfo: str | None = None) -> str:
@@ -127,14 +121,10 @@ def _measure_all(settings: Settings, measure: Measure) -> dict[str, Any]:
                     for v, r in zip(vectors, reference, strict=True))
         figures[name] = {"texts_per_s": round(per_s, 1), "min_cosine": round(worst, 5),
                          "passes": worst >= MIN_COSINE}
-    best = FALLBACK if figures[FALLBACK].get("passes") else None
-    for name in BF16_CANDIDATES:
-        mine = figures[name]
-        if not mine.get("passes") or name == best:
-            continue
-        if best is None or mine["texts_per_s"] >= SWITCH_MARGIN * figures[best]["texts_per_s"]:
-            best = name
-    best = best or FALLBACK
+    int8, bf16 = (figures[name] for name in BF16_CANDIDATES)
+    faster = not int8.get("passes") or (
+        bf16.get("passes") and bf16["texts_per_s"] >= SWITCH_MARGIN * int8["texts_per_s"])
+    best = "torch-bf16" if bf16.get("passes") and faster else FALLBACK
     return {"backend": best, "candidates": figures, "measured_at": time.time()}
 
 

@@ -33,6 +33,7 @@ import warnings
 from pathlib import Path
 
 from ingest.embedding import onnx_bert
+from ingest.embedding.base import VALID_BACKENDS
 from ingest.embedding.choice import choose_backend
 from ingest.embedding.model import embedding_model_dir
 from sirocco.errors import ConfigError
@@ -73,9 +74,7 @@ def prepare_embedding_model(settings: Settings) -> Path | None:
         case "onnx-int8":
             return onnx_model_file(settings, quantized=True)
         case other:
-            raise ConfigError(
-                f"unknown embedding backend {other!r}; valid: 'auto', 'torch', 'torch-bf16', "
-                "'onnx', 'onnx-int8'")
+            raise ConfigError(f"unknown embedding backend {other!r}; valid: {VALID_BACKENDS}")
 
 
 def onnx_model_file(settings: Settings, *, quantized: bool) -> Path:
