@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -192,14 +192,17 @@ def finish_from_document(
                 error=None if state == "done" else error or f"ended in status {status!r}")
 
 
-def get_report(*, session: Session, job_id: str) -> JobReport:
-    """The job and its items in insertion order; ``NotFoundError`` if unknown."""
+def get_report(*, session: Session, job_id: str,
+               states: Sequence[str] | None = None) -> JobReport:
+    """The job and its items in insertion order, only those in ``states`` when
+    given; ``NotFoundError`` if unknown."""
     job = session.get(Job, job_id)
     if job is None:
         raise NotFoundError(f"job {job_id!r} not found")
-    items = session.scalars(
-        select(JobItem).where(JobItem.job_id == job_id).order_by(JobItem.id)
-    ).all()
+    stmt = select(JobItem).where(JobItem.job_id == job_id)
+    if states is not None:
+        stmt = stmt.where(JobItem.state.in_(list(states)))
+    items = session.scalars(stmt.order_by(JobItem.id)).all()
     return JobReport(job=job, items=list(items))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
@@ -18,6 +18,7 @@ from api.deps import ServicesDep
 from api.schemas import ERROR_RESPONSES, JobItemPublic, JobPublic
 from api.services import Services
 from ingest.jobs import JobReport, cancel_job, get_report, list_jobs, retry_failed
+from ingest.jobs import get_job as job_row
 from sirocco.db import session_scope
 from sirocco.errors import NotFoundError
 from sirocco.principal import Principal
@@ -38,19 +39,32 @@ def job_public(report: JobReport) -> JobPublic:
     )
 
 
-def load_job(services: Services, job_id: str, *, tenant: str) -> JobPublic:
-    """The job as it stands now; ``NotFoundError`` if unknown or of another tenant."""
+#: ``items=`` of ``GET /api/jobs/{id}`` -> the item states it lists (None: all).
+ITEM_VIEWS: dict[str, tuple[str, ...] | None] = {"all": None, "failed": ("failed",), "none": ()}
+ItemsQuery = Annotated[Literal["all", "failed", "none"], Query(description=(
+    "Which items to list: all (default), only the failed ones, or none (the counts and "
+    "progress only: one row, however many files the job has)."))]
+
+
+def load_job(services: Services, job_id: str, *, tenant: str,
+             items: str = "all") -> JobPublic:
+    """The job as it stands now, its items as ``items`` (``ITEM_VIEWS``) says;
+    ``NotFoundError`` if unknown or of another tenant."""
+    states = ITEM_VIEWS[items]
     with session_scope(services.session_factory) as session:
-        job = job_public(get_report(session=session, job_id=job_id))
+        report = (job_row(session=session, job_id=job_id) if states == () else
+                  get_report(session=session, job_id=job_id, states=states))
+        job = job_public(report)
     if job.tenant != tenant:
         raise NotFoundError(f"job {job_id!r} not found")
     return job
 
 
-def job_for(services: Services, job_id: str, principal: Principal) -> JobPublic:
+def job_for(services: Services, job_id: str, principal: Principal,
+            items: str = "all") -> JobPublic:
     """The job for an admin of its tenant, or for the user whose upload made it
     (items named by file, not server path); ``NotFoundError`` for anyone else."""
-    job = load_job(services, job_id, tenant=principal.tenant)
+    job = load_job(services, job_id, tenant=principal.tenant, items=items)
     if principal.is_admin:
         return job
     if principal.user is None or job.created_by != principal.user:
@@ -74,10 +88,12 @@ def get_jobs(
 
 
 @router.get("/api/jobs/{job_id}", response_model=JobPublic)
-def get_job(job_id: str, services: ServicesDep, principal: PrincipalDep) -> JobPublic:
+def get_job(job_id: str, services: ServicesDep, principal: PrincipalDep,
+            items: ItemsQuery = "all") -> JobPublic:
     """State, counts, progress and items (file, state, error) of one job: for an
-    admin key, or for the user who uploaded its files (404 for anyone else)."""
-    return job_for(services, job_id, principal)
+    admin key, or for the user who uploaded its files (404 for anyone else).
+    Pollers of a large job ask for ``items=failed`` or ``items=none``."""
+    return job_for(services, job_id, principal, items)
 
 
 @router.post("/api/jobs/{job_id}/cancel", response_model=JobPublic)

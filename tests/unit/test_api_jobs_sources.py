@@ -98,6 +98,14 @@ async def test_source_add_sync_list_and_job_progress(api, folder, factory):
         assert (body["state"], body["done"], body["failed"], body["progress"]) == ("done", 1,
                                                                                    1, 1.0)
         assert {i["filename"]: i["error"] for i in body["items"]}["b.txt"] == "b.txt: corrupt"
+        # Pollers of large jobs: only the failed items, or none (same counts).
+        failed = (await client.get(f"/api/jobs/{job_id}", params={"items": "failed"})).json()
+        assert [(i["filename"], i["state"]) for i in failed["items"]] == [("b.txt", "failed")]
+        bare = (await client.get(f"/api/jobs/{job_id}", params={"items": "none"})).json()
+        assert bare["items"] == [] and {k: v for k, v in bare.items() if k != "items"} == {
+            k: v for k, v in body.items() if k != "items"}
+        r = await client.get(f"/api/jobs/{job_id}", params={"items": "some"})
+        assert r.status_code == 422, r.text
 
         r = await client.get("/api/sources")
         assert [(s["name"], s["documents"]) for s in r.json()] == [("handbook", 2)]

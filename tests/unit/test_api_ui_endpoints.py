@@ -250,10 +250,15 @@ async def test_the_uploader_follows_their_own_upload_job(client, factory) -> Non
         # Bob shares the group (and so sees the document) but not the job; another
         # tenant's admin does not see it; this tenant's admin does, with paths.
         assert (await c.get(f"/api/documents/{doc['id']}", headers=bob)).status_code == 200
-        for other in (bob, gus):
-            r = await c.get(f"/api/jobs/{job_id}", headers=other)
-            assert r.status_code == 404
-            assert r.json()["error"]["message"] == f"job {job_id!r} not found"
+        # Every items view of the job (the web UI polls large jobs with
+        # items=failed or items=none) keeps the same rule.
+        for view in ("all", "failed", "none"):
+            r = await c.get(f"/api/jobs/{job_id}", headers=ana, params={"items": view})
+            assert r.status_code == 200 and r.json()["failed"] == 1, view
+            for other in (bob, gus):
+                r = await c.get(f"/api/jobs/{job_id}", headers=other, params={"items": view})
+                assert r.status_code == 404, view
+                assert r.json()["error"]["message"] == f"job {job_id!r} not found"
         r = (await c.get(f"/api/jobs/{job_id}", headers=root)).json()
         assert r["items"][0]["path"].endswith("/payroll.md") and r["items"][0]["path"] != (
             "payroll.md")

@@ -159,18 +159,27 @@ function Upload({ me, onJob }: { me: Me; onJob: (id: string) => void }) {
   );
 }
 
+/** Jobs of more files than this list only their failed files: polling every
+ * item of a job of thousands each second would cost the server and the page. */
+const ITEM_LIST_MAX = 200;
+
 export function JobView({ id, onFinished, admin }: { id: string; onFinished?: () => void; admin?: boolean }) {
   const [job, setJob] = useState<Job | null>(null);
   const [error, setError] = useState<string | null>(null);
   useEffect(() => {
     let timer = 0;
     let stopped = false;
+    let total: number | null = null;  // unknown until the first (item-less) answer
     const poll = async () => {
+      const items = total === null ? "none" : total <= ITEM_LIST_MAX ? "all" : "failed";
       try {
-        const j = await get<Job>(`/api/jobs/${encodeURIComponent(id)}`);
+        const j = await get<Job>(`/api/jobs/${encodeURIComponent(id)}?items=${items}`);
         if (stopped) return;
-        setJob(j);
-        if (["queued", "running"].includes(j.state)) timer = window.setTimeout(poll, 1000);
+        const first = total === null;
+        total = j.total;
+        if (!first || j.total > ITEM_LIST_MAX) setJob(j);
+        if (first) poll();  // now with the items this job's size allows
+        else if (["queued", "running"].includes(j.state)) timer = window.setTimeout(poll, 1000);
         else onFinished?.();
       } catch (err) {
         setError(err instanceof ApiError ? err.message : String(err));
@@ -194,6 +203,9 @@ export function JobView({ id, onFinished, admin }: { id: string; onFinished?: ()
         {pct}% · {job.done} ready{job.failed ? ` · ${job.failed} failed` : ""}
         {job.skipped ? ` · ${job.skipped} already indexed` : ""}
       </p>
+      {job.total > ITEM_LIST_MAX && (
+        <p class="small muted">{job.failed ? "Failed files:" : "Files are listed here if they fail."}</p>
+      )}
       <ul class="items">
         {job.items.map((i) => (
           <li key={i.document_id}>
