@@ -153,6 +153,17 @@ def run_worker(
         # Mingle, gossip and heartbeats broadcast to other workers, which the SQL
         # transport cannot do across processes; with one embedded worker they are moot.
         argv += ["--without-mingle", "--without-gossip", "--without-heartbeat"]
+    quiet_openmp()
     logger.info("starting worker", extra={"broker": redacted_url(settings.broker_url), "pool": pool,
                                           "queues": queues})
     app.worker_main(argv)
+
+
+def quiet_openmp() -> None:
+    """Idle OpenMP threads of the task processes sleep instead of spinning
+    (``OMP_WAIT_POLICY=PASSIVE`` unless set). torch's libgomp otherwise spins
+    after every parallel region, for milliseconds on Intel CPUs: the embedding
+    model ran as fast either way but burned about 15 % more CPU, which the
+    parse worker and the API on the same cores need (docs/benchmarks.md).
+    Children read it when they first import torch; the parent never does."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -80,6 +81,20 @@ def test_a_worker_refuses_an_unknown_stage(tmp_path: Path):
     expected = r"unknown stage\(s\) \['pasre'\]; valid: \['embed', 'exports', 'parse'\]"
     with pytest.raises(ConfigError, match=expected):
         run_worker(Settings(data_dir=tmp_path), stages=["pasre"])
+
+
+def test_worker_task_processes_get_sleeping_openmp_threads(tmp_path: Path, monkeypatch):
+    from workers import app as worker_app
+
+    started: list[list[str]] = []
+    monkeypatch.setattr(worker_app.Celery, "worker_main", lambda self, argv: started.append(argv))
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    worker_app.run_worker(Settings(data_dir=tmp_path), stages=["embed"])
+    assert started and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    # An operator's own choice stays.
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    worker_app.run_worker(Settings(data_dir=tmp_path), stages=["embed"])
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
 
 
 def test_no_heavy_imports_in_the_worker_parent(tmp_path: Path):
