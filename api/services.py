@@ -62,7 +62,7 @@ class Services:
 async def build_services(settings: Settings) -> Services:
     """Open the database (migrated to head), embedder, store, LLM engine and
     Celery app described by ``settings``. Slow: starts the LLM engine."""
-    from ingest.embedding.base import create_embedder
+    from ingest.embedding.base import create_query_embedder
     from llm.engine import create_llm_engine
     from retrieval.factory import create_store
     from sirocco.db import make_engine, make_session_factory, upgrade_database
@@ -74,7 +74,8 @@ async def build_services(settings: Settings) -> Services:
         await asyncio.to_thread(upgrade_database, settings, engine=db_engine)
         session_factory = make_session_factory(db_engine)
 
-        embedder = await asyncio.to_thread(create_embedder, settings)
+        # Queries only: documents are embedded by the workers.
+        embedder = await asyncio.to_thread(create_query_embedder, settings)
         store = create_store(settings)
         stack.callback(store.close)
         await asyncio.to_thread(store.ensure_collection, embedder.dim)

@@ -90,6 +90,8 @@ def main() -> None:
     ap.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated")
     ap.add_argument("--limit-docs", type=int, default=None, help="first N documents only")
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads")
+    ap.add_argument("--cross", action="store_true",
+                    help="also documents of one backend against queries of another")
     ap.add_argument("--slice", type=int, default=256, help="documents per timed slice")
     ap.add_argument("--models-dir", type=Path, default=REPO / "var" / "models",
                     help="ONNX export cache (settings.models_dir)")
@@ -126,11 +128,12 @@ def main() -> None:
         print(f"  {start + len(part)}/{len(texts)} docs", file=sys.stderr, flush=True)
     load_after = os.getloadavg()[0]
 
-    results = {}
+    results, query_vectors = {}, {}
     for b in backends:
         t0 = time.perf_counter()
         q = np.asarray([embedders[b].embed_query(queries[qid]) for qid in qids], np.float32)
         q_seconds = time.perf_counter() - t0
+        query_vectors[b] = q
         run = search(q, np.asarray(vectors[b], np.float32), doc_ids, qids, k=100)
         metrics = ir_measures.calc_aggregate([nDCG @ 10, R @ 100], qrels, run)
         results[b] = (metrics[nDCG @ 10], metrics[R @ 100], len(texts) / seconds[b],
@@ -149,6 +152,29 @@ def main() -> None:
         for b, (ndcg, *_rest) in results.items():
             verdict = "pass" if abs(ndcg - ref[0]) <= QUALITY_GATE else "FAIL"
             print(f"quality gate |Δ nDCG@10| <= {QUALITY_GATE}: {b}: {verdict}")
+    if args.cross:
+        cross(vectors, query_vectors, doc_ids, qids, qrels, ref[0] if ref else None)
+
+
+def cross(vectors: dict, query_vectors: dict, doc_ids: list[str], qids: list[str],
+          qrels: dict, ref: float | None) -> None:
+    """nDCG@10 with documents of one backend and queries of another (a
+    deployment that embeds queries with a faster backend than its documents)."""
+    import ir_measures
+    from ir_measures import nDCG
+
+    print("\n| documents | queries | nDCG@10 | Δ vs torch |\n|---|---|---|---|")
+    for d in vectors:
+        for q in query_vectors:
+            if d == q:
+                continue
+            run = search(query_vectors[q], np.asarray(vectors[d], np.float32), doc_ids, qids,
+                         k=100)
+            ndcg = ir_measures.calc_aggregate([nDCG @ 10], qrels, run)[nDCG @ 10]
+            delta = f"{ndcg - ref:+.4f}" if ref is not None else "n/a"
+            gate = "" if ref is None else (
+                " pass" if abs(ndcg - ref) <= QUALITY_GATE else " FAIL")
+            print(f"| {d} | {q} | {ndcg:.4f} | {delta}{gate} |")
 
 
 if __name__ == "__main__":

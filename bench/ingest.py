@@ -205,6 +205,7 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not (args.data / "corpus.jsonl").is_file():
         sys.exit(f"{args.data}/corpus.jsonl not found (see ../shared/data/README.md)")
+    from ingest.embedding.base import batch_size
     from ingest.embedding.model import embedding_model_dir
 
     docs = load_corpus(args.data, args.limit)
@@ -227,7 +228,7 @@ def main() -> None:
             rows.append(("raw embed_documents, sirocco backend, same chunks",
                          time.perf_counter() - t0, len(ours["texts"]), tokens))
             rows.append(("raw SentenceTransformer.encode fp32, same chunks",
-                         raw_encode(ours["texts"], model_dir, settings.embedding.batch_size),
+                         raw_encode(ours["texts"], model_dir, batch_size(settings, "torch")),
                          len(ours["texts"]), tokens))
         if not args.skip_peer:
             from ingest.pipeline import chunk_sizes

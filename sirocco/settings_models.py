@@ -165,10 +165,18 @@ class EmbeddingSettings(BaseModel):
             "whichever of onnx-int8 and torch-bf16 `sirocco models prepare` measured faster "
             "on this machine, both checked against fp32 (ingest.embedding.choice); torch on "
             "a GPU (docs/benchmarks.md, \"Embedding backends\")."))
+    query_backend: Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"] = Field(
+        default="auto", description=(
+            "How search queries are embedded (one short text at a time, where latency "
+            "counts). auto: onnx-int8 where documents resolve to torch-bf16 (on Intel AMX "
+            "3x faster per query than torch-bf16, nDCG@10 within the gate against bf16 "
+            "documents: docs/benchmarks.md, \"Query backend\"), else the document backend."))
     threads: int | None = Field(default=None, ge=1, description=(
         "Intra-op threads for torch / onnxruntime; None: the library's default."))
-    batch_size: int = Field(default=64, description=(
-        "Texts the model encodes in one forward pass."))
+    batch_size: int | None = Field(default=None, ge=1, description=(
+        "Texts the model encodes in one forward pass; None: the backend's own (8 for "
+        "onnx, 32 for torch; smaller batches pad less and stay in cache: docs/benchmarks.md, "
+        "\"Batch size\")."))
     max_batch_chunks: int = Field(default=512, description=(
         "One embed task takes up to this many staged chunks, across documents, into one "
         "encode call (cross-document batching; the other documents' own tasks then find "

@@ -10,6 +10,17 @@ from sirocco.settings import Settings
 
 VALID_BACKENDS = "'auto', 'torch', 'torch-bf16', 'onnx', 'onnx-int8'"
 
+#: Texts per forward pass when ``embedding.batch_size`` is unset, per backend
+#: family: on 2-core Intel (AMX) machines 64 was the slowest size measured for
+#: both, and these the fastest (docs/benchmarks.md, "Batch size").
+DEFAULT_BATCH_SIZE = {"onnx": 8, "torch": 32}
+
+
+def batch_size(settings: Settings, backend: str) -> int:
+    """``embedding.batch_size``, or ``backend``'s own default when unset."""
+    configured = settings.embedding.batch_size
+    return configured or DEFAULT_BATCH_SIZE["onnx" if backend.startswith("onnx") else "torch"]
+
 
 class Embedder(Protocol):
     #: Vector size.
@@ -24,6 +35,16 @@ class Embedder(Protocol):
     def embed_query(self, text: str) -> list[float]:
         """A unit-length vector for a search query."""
         ...
+
+
+def create_query_embedder(settings: Settings) -> Embedder:
+    """The embedder for search queries (``embedding.query_backend``; see
+    ``choice.resolve_query_backend``): the API's, which embeds no documents."""
+    from ingest.embedding.choice import resolve_query_backend
+
+    backend = resolve_query_backend(settings)
+    embedding = settings.embedding.model_copy(update={"backend": backend})
+    return create_embedder(settings.model_copy(update={"embedding": embedding}))
 
 
 def create_embedder(settings: Settings) -> Embedder:

@@ -76,6 +76,19 @@ def resolve_backend(settings: Settings, cpuinfo: str | None = None) -> str:
     return FALLBACK
 
 
+def resolve_query_backend(settings: Settings, cpuinfo: str | None = None) -> str:
+    """The backend this process embeds search queries with: ``embedding.query_backend``
+    unless ``auto``; for ``auto``, onnx-int8 where documents resolve to
+    torch-bf16 (a single query costs torch several times onnx-int8's time on
+    the CPU; the vectors of both stay within ``MIN_COSINE`` of fp32), else the
+    document backend."""
+    cfg = settings.embedding
+    if cfg.query_backend != "auto":
+        return cfg.query_backend
+    documents = resolve_backend(settings, cpuinfo)
+    return FALLBACK if documents == "torch-bf16" else documents
+
+
 def choose_backend(settings: Settings, *, measure: Measure | None = None,
                    cpuinfo: str | None = None) -> str:
     """``resolve_backend``, after measuring the candidates where ``auto`` on a

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ingest.embedding.base import batch_size
 from ingest.embedding.model import BUNDLED_MODEL_ID, embedding_model_dir
 from ingest.embedding.onnx_export import INSTALL_HINT, onnx_model_file
 from sirocco.errors import ConfigError
@@ -75,7 +76,7 @@ class OnnxEmbedder:
         config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
         limit = int(config.get("max_position_embeddings") or cfg.max_seq_length)
         self._max_seq_length = min(cfg.max_seq_length, limit)
-        self._batch_size = max(1, cfg.batch_size)
+        self._batch_size = batch_size(settings, "onnx-int8" if quantized else "onnx")
         self._pad_id = int(self._tokenizer.pad_token_id or 0)
         self.dim: int = int(config["hidden_size"])
         self.model_id: str = BUNDLED_MODEL_ID if not cfg.model else str(model_dir.resolve())

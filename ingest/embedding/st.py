@@ -10,6 +10,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from ingest.embedding.base import batch_size
 from ingest.embedding.model import BUNDLED_MODEL_ID, embedding_model_dir
 from sirocco.errors import ConfigError
 from sirocco.settings import Settings
@@ -40,7 +41,7 @@ class SentenceTransformerEmbedder:
 
             self._model.to(torch.bfloat16)
         self._model.max_seq_length = cfg.max_seq_length
-        self._batch_size = cfg.batch_size
+        self._batch_size = batch_size(settings, "torch-bf16" if bf16 else "torch")
         dim = self._model.get_embedding_dimension()
         if not dim:
             raise ConfigError(f"the embedding model at {path} does not say its dimension")

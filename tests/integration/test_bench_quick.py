@@ -29,6 +29,7 @@ BENCHES = {
     "ingest.py": "sirocco / langchain pipeline",
     "retrieval.py": "hybrid p50 / langchain dense p50:",
     "embed_quality.py": "quality gate",
+    "embed_batch.py": "of batch 64",
     "served.py": "ratio served/in-process",
     "store_scale.py": "local served p50 / edge socket p50:",
     "served_ingest.py": "served (embedded default) / in-process docs/s:",

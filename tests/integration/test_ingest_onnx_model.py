@@ -152,6 +152,29 @@ def test_auto_measures_the_candidates_on_a_bf16_cpu_only(models_dir: Path):
     assert choice.resolve_backend(settings) == entry["backend"]
 
 
+def test_the_query_embedder_finds_what_the_document_embedder_stored(models_dir: Path):
+    # The real pair this machine resolves (int8 queries against bf16 documents
+    # on a CPU that chose bf16): a query's nearest text is the same as with
+    # queries of the document backend, and their vectors agree.
+    from ingest.embedding import choice
+    from ingest.embedding.base import create_embedder, create_query_embedder
+    from ingest.embedding.onnx_export import prepare_embedding_model
+
+    settings = _settings(models_dir, "auto", batch_size=None)
+    prepare_embedding_model(settings)
+    documents, queries = create_embedder(settings), create_query_embedder(settings)
+    assert queries.model_id == documents.model_id and queries.dim == documents.dim
+    expected = choice.resolve_query_backend(settings)
+    assert ("Onnx" in type(queries).__name__) == expected.startswith("onnx")
+    stored = np.asarray(documents.embed_documents(TEXTS))
+    for n in (1, 2, 3, 5, 6, 9, 11):  # the texts with words to ask about
+        query = TEXTS[n].strip().split(".")[0][:80]
+        mine = np.asarray(queries.embed_query(query))
+        same = np.asarray(documents.embed_query(query))
+        assert float(mine @ same) >= choice.MIN_COSINE
+        assert int(np.argmax(stored @ mine)) == int(np.argmax(stored @ same)) == n, query
+
+
 def test_order_is_kept_across_length_sorted_batches(onnx_embedder):
     # batch_size=4 and 12 texts of very mixed lengths: sorted, padded, put back.
     together = np.asarray(onnx_embedder.embed_documents(TEXTS))

@@ -75,6 +75,26 @@ def test_bf16_cpu_records_the_faster_candidate_once(tmp_path: Path):
     assert again.calls == []
 
 
+def test_queries_take_onnx_int8_where_documents_take_torch_bf16(tmp_path: Path):
+    settings = _settings(tmp_path)
+    assert Settings().embedding.query_backend == "auto"
+    # No verdict yet, an AVX2 CPU, a GPU: queries follow the documents.
+    assert choice.resolve_query_backend(settings, BF16) == "onnx-int8"
+    assert choice.resolve_query_backend(settings, AVX2) == "onnx-int8"
+    assert choice.resolve_query_backend(_settings(tmp_path, device="cuda"), BF16) == "torch"
+    assert choice.resolve_query_backend(_settings(tmp_path, backend="onnx"), BF16) == "onnx"
+    # Documents measured faster in bf16: queries still take the int8 graph.
+    choice.choose_backend(settings, measure=FakeMeasure({"onnx-int8": 70.0, "torch-bf16": 180.0}),
+                          cpuinfo=BF16)
+    assert choice.resolve_backend(settings, BF16) == "torch-bf16"
+    assert choice.resolve_query_backend(settings, BF16) == "onnx-int8"
+    assert choice.resolve_query_backend(_settings(tmp_path, backend="torch-bf16"),
+                                        AVX2) == "onnx-int8"
+    # An explicit query backend is kept.
+    explicit = _settings(tmp_path, query_backend="torch-bf16")
+    assert choice.resolve_query_backend(explicit, BF16) == "torch-bf16"
+
+
 def test_another_machine_signature_does_not_trust_the_record(tmp_path: Path):
     settings = _settings(tmp_path)
     choice.choose_backend(settings, measure=FakeMeasure({"torch-bf16": 9.0}), cpuinfo=BF16)
