@@ -32,7 +32,7 @@ from typing import Any
 import qdrant_edge as qe
 
 from retrieval.collections import DENSE, SPARSE
-from retrieval.edge_points import documents_filter, edge_filter, edge_point
+from retrieval.edge_points import documents_filter, edge_filter, edge_point, stale_filter
 from sirocco.errors import ConfigError
 from sirocco.files import read_json, write_json_atomic
 
@@ -159,8 +159,9 @@ class EdgeEngine:
 
     def write(self, *, doc_ids: list[str], points: list[dict[str, Any]],
               dim: int | None) -> None:
-        """Delete the points of ``doc_ids``, then upsert ``points``, in the live
-        shard and in one being built (each only if built for ``dim``)."""
+        """Replace the points of ``doc_ids`` with ``points`` (upserted first,
+        then the documents' other points deleted), in the live shard and in
+        one being built (each only if built for ``dim``)."""
         with self._write:
             if points:
                 assert dim is not None
@@ -170,13 +171,17 @@ class EdgeEngine:
             with self._lock.shared():
                 for name in targets:
                     shard = self._shards[name]
-                    if doc_ids:
-                        shard.update(qe.UpdateOperation.delete_points_by_filter(
-                            documents_filter(doc_ids)))
+                    # New points first (chunk ids are deterministic, so a
+                    # document's unchanged positions are overwritten), then
+                    # what the documents no longer have: a concurrent query
+                    # never finds a document without its chunks.
                     for i in range(0, len(points), _UPSERT_BATCH):
                         shard.update(qe.UpdateOperation.upsert_points(
                             [edge_point(p, DENSE, SPARSE)
                              for p in points[i: i + _UPSERT_BATCH]]))
+                    if doc_ids:
+                        shard.update(qe.UpdateOperation.delete_points_by_filter(
+                            stale_filter(doc_ids, [p["id"] for p in points])))
         if points:
             self._dirty.set()
 

@@ -66,6 +66,14 @@ def documents_filter(doc_ids: Sequence[str]) -> qe.Filter:
     return qe.Filter(must=[qe.FieldCondition(key="doc_id", match=qe.MatchAny(list(doc_ids)))])
 
 
+def stale_filter(doc_ids: Sequence[str], keep: Sequence[str]) -> qe.Filter:
+    """Points of these documents other than ``keep`` (just written)."""
+    if not keep:
+        return documents_filter(doc_ids)
+    return qe.Filter(must=[qe.FieldCondition(key="doc_id", match=qe.MatchAny(list(doc_ids)))],
+                     must_not=[qe.HasIdCondition(set(keep))])
+
+
 def point_dicts(encoder: SparseEncoder, chunks: Sequence[Chunk],
                 vectors: Sequence[Sequence[float]]) -> list[dict[str, Any]]:
     """Points (dense + BM25 vectors, payload) for chunks, as JSON."""

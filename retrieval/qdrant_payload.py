@@ -40,10 +40,11 @@ def payload(c: Chunk) -> dict[str, Any]:
     }
 
 
-def documents_selector(doc_ids: Sequence[str]) -> qm.FilterSelector:
-    """Every point of these documents (for deletes and payload updates)."""
-    return qm.FilterSelector(filter=qm.Filter(must=[
-        qm.FieldCondition(key="doc_id", match=qm.MatchAny(any=list(doc_ids)))]))
+def documents_selector(doc_ids: Sequence[str], keep: Sequence[str] = ()) -> qm.FilterSelector:
+    """Every point of these documents but ``keep`` (for deletes and payload updates)."""
+    return qm.FilterSelector(filter=qm.Filter(
+        must=[qm.FieldCondition(key="doc_id", match=qm.MatchAny(any=list(doc_ids)))],
+        must_not=[qm.HasIdCondition(has_id=list(keep))] if keep else None))
 
 
 def qdrant_filter(f: SearchFilter) -> qm.Filter | None:

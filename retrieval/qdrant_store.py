@@ -111,17 +111,18 @@ class QdrantStore:
     def replace_documents(
         self, doc_ids: Sequence[str], chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]
     ) -> None:
-        """Delete the chunks of ``doc_ids``, then upsert ``chunks``, under one
-        client (in local mode: one lock and one load of the store for a whole
-        embedding batch)."""
+        """Upsert ``chunks``, then delete the other chunks of ``doc_ids`` (chunk
+        ids are deterministic: a concurrent search finds every document, with
+        its old chunks or its new ones), under one client (in local mode: one
+        lock and one load of the store for a whole embedding batch)."""
         points = self.points(chunks, vectors)
         if not points and not doc_ids:
             return
         with self._client() as client:
-            self._delete(client, doc_ids)
             if points:
                 for target in self._write_targets(client, len(vectors[0])):
                     self.write_points(client, target, points)
+            self._delete(client, doc_ids, keep=[str(p.id) for p in points])
 
     def set_access(self, doc_ids: Sequence[str], *, acl: Sequence[str],
                    tags: Sequence[str]) -> None:
@@ -314,10 +315,11 @@ class QdrantStore:
     def _exists(self, client: QdrantClient) -> bool:
         return target_collection(client, self.collection) is not None
 
-    def _delete(self, client: QdrantClient, doc_ids: Sequence[str]) -> None:
+    def _delete(self, client: QdrantClient, doc_ids: Sequence[str],
+                keep: Sequence[str] = ()) -> None:
         if not doc_ids:
             return
-        selector = documents_selector(doc_ids)
+        selector = documents_selector(doc_ids, keep)
         for name in (target_collection(client, self.collection),
                      collections.building(client, self.collection)):
             if name is not None:

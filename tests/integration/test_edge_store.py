@@ -143,6 +143,43 @@ def test_stores_of_one_folder_in_one_process_share_the_owner(tmp_path):
     second.close()
 
 
+@pytest.mark.parametrize("engine", ["edge", "local"])
+def test_replacing_documents_never_leaves_a_reader_without_them(tmp_path, engine):
+    # Re-ingesting (a rebuild, a changed file) replaces every chunk of a batch
+    # of documents; a search meanwhile must find each one, old chunks or new.
+    import threading
+
+    store = create_store(_settings(tmp_path, engine=engine))
+    docs = [f"d{i}" for i in range(24)]
+
+    def chunks(n: int, tag: str) -> list[Chunk]:
+        return [Chunk(doc_id=d, chunk_index=i, text=f"{tag} {d} part {i}", title="t",
+                      source="s", start_char=0, end_char=1) for d in docs for i in range(n)]
+
+    first = chunks(4, "old")
+    store.upsert(first, [[1.0, 0.5, float(i % 7)] for i in range(len(first))])
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            seen.append(len(store.search([1.0, 0.5, 1.0], top_k=5, mode="dense")))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for n in (2, 5, 3) * 3:
+            new = chunks(n, f"v{n}")
+            store.replace_documents(docs, new, [[1.0, 0.5, float(i % 7)] for i in range(len(new))])
+    finally:
+        stop.set()
+        reader.join(30)
+    assert seen and min(seen) == 5, sorted(set(seen))
+    # Fewer chunks than before: the stale positions are gone.
+    assert store.count() == 24 * 3 and store.count(doc_id="d0") == 3
+    store.close()
+
+
 def test_a_shard_left_behind_by_a_crash_is_removed_and_the_live_one_kept(tmp_path):
     settings = _settings(tmp_path)
     store = EdgeStore(settings)
