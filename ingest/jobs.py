@@ -195,10 +195,13 @@ def finish_from_document(
 def get_report(*, session: Session, job_id: str,
                states: Sequence[str] | None = None) -> JobReport:
     """The job and its items in insertion order, only those in ``states`` when
-    given; ``NotFoundError`` if unknown."""
+    given (none, and no query for them, when ``states`` is empty);
+    ``NotFoundError`` if unknown."""
     job = session.get(Job, job_id)
     if job is None:
         raise NotFoundError(f"job {job_id!r} not found")
+    if states is not None and not states:
+        return JobReport(job=job, items=[])
     stmt = select(JobItem).where(JobItem.job_id == job_id)
     if states is not None:
         stmt = stmt.where(JobItem.state.in_(list(states)))
@@ -209,10 +212,7 @@ def get_report(*, session: Session, job_id: str,
 def get_job(*, session: Session, job_id: str) -> JobReport:
     """The job without its items: its counters, all that progress needs (one
     row, where ``get_report`` reads every item); ``NotFoundError`` if unknown."""
-    job = session.get(Job, job_id)
-    if job is None:
-        raise NotFoundError(f"job {job_id!r} not found")
-    return JobReport(job=job, items=[])
+    return get_report(session=session, job_id=job_id, states=())
 
 
 def list_jobs(

@@ -32,7 +32,7 @@ from typing import Any
 import qdrant_edge as qe
 
 from retrieval.collections import DENSE, SPARSE
-from retrieval.edge_points import documents_filter, edge_filter, edge_point, stale_filter
+from retrieval.edge_points import documents_filter, edge_filter, edge_point
 from sirocco.errors import ConfigError
 from sirocco.files import read_json, write_json_atomic
 
@@ -181,7 +181,7 @@ class EdgeEngine:
                              for p in points[i: i + _UPSERT_BATCH]]))
                     if doc_ids:
                         shard.update(qe.UpdateOperation.delete_points_by_filter(
-                            stale_filter(doc_ids, [p["id"] for p in points])))
+                            documents_filter(doc_ids, [p["id"] for p in points])))
         if points:
             self._dirty.set()
 

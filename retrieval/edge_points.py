@@ -61,17 +61,11 @@ def edge_filter(spec: dict[str, Any] | None) -> qe.Filter | None:
     return qe.Filter(must=must) if must else None
 
 
-def documents_filter(doc_ids: Sequence[str]) -> qe.Filter:
-    """Every point of these documents (for deletes and payload updates)."""
-    return qe.Filter(must=[qe.FieldCondition(key="doc_id", match=qe.MatchAny(list(doc_ids)))])
-
-
-def stale_filter(doc_ids: Sequence[str], keep: Sequence[str]) -> qe.Filter:
-    """Points of these documents other than ``keep`` (just written)."""
-    if not keep:
-        return documents_filter(doc_ids)
+def documents_filter(doc_ids: Sequence[str], keep: Sequence[str] = ()) -> qe.Filter:
+    """Every point of these documents but ``keep`` (for deletes and payload
+    updates), as ``qdrant_payload.documents_selector`` says it to qdrant-client."""
     return qe.Filter(must=[qe.FieldCondition(key="doc_id", match=qe.MatchAny(list(doc_ids)))],
-                     must_not=[qe.HasIdCondition(set(keep))])
+                     must_not=[qe.HasIdCondition(set(keep))] if keep else None)
 
 
 def point_dicts(encoder: SparseEncoder, chunks: Sequence[Chunk],

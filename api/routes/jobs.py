@@ -18,7 +18,6 @@ from api.deps import ServicesDep
 from api.schemas import ERROR_RESPONSES, JobItemPublic, JobPublic
 from api.services import Services
 from ingest.jobs import JobReport, cancel_job, get_report, list_jobs, retry_failed
-from ingest.jobs import get_job as job_row
 from sirocco.db import session_scope
 from sirocco.errors import NotFoundError
 from sirocco.principal import Principal
@@ -52,9 +51,7 @@ def load_job(services: Services, job_id: str, *, tenant: str,
     ``NotFoundError`` if unknown or of another tenant."""
     states = ITEM_VIEWS[items]
     with session_scope(services.session_factory) as session:
-        report = (job_row(session=session, job_id=job_id) if states == () else
-                  get_report(session=session, job_id=job_id, states=states))
-        job = job_public(report)
+        job = job_public(get_report(session=session, job_id=job_id, states=states))
     if job.tenant != tenant:
         raise NotFoundError(f"job {job_id!r} not found")
     return job

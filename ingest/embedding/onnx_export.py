@@ -34,7 +34,7 @@ from pathlib import Path
 
 from ingest.embedding import onnx_bert
 from ingest.embedding.base import VALID_BACKENDS
-from ingest.embedding.choice import choose_backend
+from ingest.embedding.choice import choose_backend, resolve_query_backend
 from ingest.embedding.model import embedding_model_dir
 from sirocco.errors import ConfigError
 from sirocco.files import build_atomic, exclusive_lock
@@ -55,7 +55,8 @@ INSTALL_HINT = (
 
 
 def prepare_embedding_model(settings: Settings) -> Path | None:
-    """Build (or reuse) the model file the configured embedding backend loads.
+    """Build (or reuse) the model file the configured embedding backend loads,
+    and the query backend's (``embedding.query_backend``) where that differs.
 
     Returns its path, or None for the torch backends, which load the model
     folder themselves. For ``auto`` the backend is chosen first, measured on
@@ -66,7 +67,17 @@ def prepare_embedding_model(settings: Settings) -> Path | None:
     if cfg.backend == "auto" and cfg.device == "cpu":
         # The fallback, and a candidate the choice measures.
         onnx_model_file(settings, quantized=True)
-    match choose_backend(settings):
+    documents = choose_backend(settings)
+    # The query embedder (the API's) may run another backend: its export is
+    # built here too, not on the API's start.
+    queries = resolve_query_backend(settings)
+    if queries != documents:
+        _model_file(settings, queries)
+    return _model_file(settings, documents)
+
+
+def _model_file(settings: Settings, backend: str) -> Path | None:
+    match backend:
         case "torch" | "torch-bf16":
             return None
         case "onnx":

@@ -152,6 +152,17 @@ def test_auto_measures_the_candidates_on_a_bf16_cpu_only(models_dir: Path):
     assert choice.resolve_backend(settings) == entry["backend"]
 
 
+def test_prepare_builds_the_query_backends_export_too(models_dir: Path, int8_embedder):
+    # bf16 documents: the torch folder needs no file, but the API's int8 query
+    # embedder does, and it is built by `models prepare`, not on the API's start.
+    from ingest.embedding.onnx_export import onnx_model_file, prepare_embedding_model
+
+    settings = _settings(models_dir, "torch-bf16")
+    assert prepare_embedding_model(settings) is None
+    assert onnx_model_file(settings, quantized=True) == int8_embedder.model_file
+    assert int8_embedder.model_file.is_file()
+
+
 def test_the_query_embedder_finds_what_the_document_embedder_stored(models_dir: Path):
     # The real pair this machine resolves (int8 queries against bf16 documents
     # on a CPU that chose bf16): a query's nearest text is the same as with
