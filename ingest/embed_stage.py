@@ -23,7 +23,7 @@ from sqlalchemy import and_, case, delete, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ingest.embedding.base import Embedder
-from ingest.jobs import finish_item_in
+from ingest.jobs import finish_items_in
 from ingest.models import Document, StagedChunks
 from ingest.pipeline import (
     embedding_text,
@@ -162,8 +162,27 @@ def store_claimed(
     for doc_id, (acl, tags) in changed.items():  # narrowed while we embedded
         store.set_access([doc_id], acl=acl, tags=tags)
 
+    stored, gone = _mark_done(staged, session_factory)
+    for doc_id in gone:  # deleted while we worked: leave no orphan chunks
+        store.delete_document(doc_id)
+        with session_scope(session_factory) as session:
+            session.execute(delete(StagedChunks).where(StagedChunks.document_id == doc_id))
+    # The batch may have finished a rebuild job: then its collection goes live.
+    finish_if_rebuilt({s.job_id for s in staged if s.job_id and s.document_id in stored},
+                      session_factory=session_factory, store=store)
+    logger.info("embedded", extra={"documents": len(stored), "chunks": len(chunks)})
+    return stored
+
+
+def _mark_done(staged: Sequence[StagedChunks], session_factory: sessionmaker[Session]
+               ) -> tuple[dict[str, int], list[str]]:
+    """Mark the stored documents done, drop their staged chunks and finish
+    their job items (one statement per job, not per item), in one
+    transaction; returns the chunk counts of those marked and the ids of
+    documents deleted meanwhile. A document re-queued meanwhile is left as it is."""
     stored: dict[str, int] = {}
     gone: list[str] = []
+    by_job: dict[str, list[str]] = {}
     with session_scope(session_factory) as session:
         for s in staged:
             moved = rows_changed(session,
@@ -178,19 +197,15 @@ def store_claimed(
                 if session.get(Document, s.document_id) is None:
                     gone.append(s.document_id)
                 continue
-            session.execute(delete(StagedChunks).where(StagedChunks.document_id == s.document_id))
-            if s.job_id is not None:
-                finish_item_in(session, s.job_id, s.document_id, state="done")
             stored[s.document_id] = s.chunk_count
-    for doc_id in gone:  # deleted while we worked: leave no orphan chunks
-        store.delete_document(doc_id)
-        with session_scope(session_factory) as session:
-            session.execute(delete(StagedChunks).where(StagedChunks.document_id == doc_id))
-    # The batch may have finished a rebuild job: then its collection goes live.
-    finish_if_rebuilt({s.job_id for s in staged if s.job_id and s.document_id in stored},
-                      session_factory=session_factory, store=store)
-    logger.info("embedded", extra={"documents": len(stored), "chunks": len(chunks)})
-    return stored
+            if s.job_id is not None:
+                by_job.setdefault(s.job_id, []).append(s.document_id)
+        if stored:
+            session.execute(delete(StagedChunks).where(StagedChunks.document_id.in_(list(stored)))
+                            .execution_options(synchronize_session=False))
+        for job_id, doc_ids in by_job.items():
+            finish_items_in(session, job_id, doc_ids, state="done")
+    return stored, gone
 
 
 def release_claims(doc_ids: Sequence[str], *, session_factory: sessionmaker[Session]) -> None:

@@ -113,11 +113,13 @@ def finish_if_complete(*, session: Session, job_id: str) -> None:
         update(Job)
         .where(Job.id == job_id, Job.state.in_(ACTIVE), complete)
         .values(state=final, finished_at=utcnow())
+        .execution_options(synchronize_session=False)
     )
     session.execute(
         update(Job)
         .where(Job.id == job_id, Job.finished_at.is_(None), complete)
         .values(finished_at=utcnow())
+        .execution_options(synchronize_session=False)
     )
 
 
@@ -129,23 +131,31 @@ def job_cancelled(job_id: str, *, session_factory: sessionmaker[Session]) -> boo
 
 
 def start_item(job_id: str, doc_id: str, *, session_factory: sessionmaker[Session]) -> bool:
-    """Mark the item running (a redelivered or retried one may be running
-    already) and the job running; False when the item is no longer to be done
-    (cancelled, finished, or unknown): the task must then skip the document."""
+    """``start_item_in`` in a transaction of its own."""
     with session_scope(session_factory) as session:
-        claimed = rows_changed(session,
-            update(JobItem)
-            .where(JobItem.job_id == job_id, JobItem.document_id == doc_id,
-                   JobItem.state.in_(ACTIVE))
-            .values(state="running", attempts=JobItem.attempts + 1, updated_at=utcnow())
+        return start_item_in(session, job_id, doc_id)
+
+
+def start_item_in(session: Session, job_id: str, doc_id: str) -> bool:
+    """Mark the item running (a redelivered or retried one may be running
+    already) and the job running, in the caller's transaction; False when the
+    item is no longer to be done (cancelled, finished, or unknown): the task
+    must then skip the document."""
+    claimed = rows_changed(session,
+        update(JobItem)
+        .where(JobItem.job_id == job_id, JobItem.document_id == doc_id,
+               JobItem.state.in_(ACTIVE))
+        .values(state="running", attempts=JobItem.attempts + 1, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if claimed:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state == "queued")
+            .values(state="running", started_at=utcnow())
+            .execution_options(synchronize_session=False)
         )
-        if claimed:
-            session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.state == "queued")
-                .values(state="running", started_at=utcnow())
-            )
-    if not claimed:
+    else:
         logger.info("job item not active, skipped", extra={"job_id": job_id, "doc_id": doc_id})
     return bool(claimed)
 
@@ -165,18 +175,32 @@ def finish_item_in(
     """Move a running item to ``state`` ("done" | "failed") with ``error`` and
     count it on the job, in the caller's transaction; a no-op for an item that
     is not running (finished twice after a redelivery)."""
+    finish_items_in(session, job_id, [doc_id], state=state, error=error)
+
+
+def finish_items_in(
+    session: Session, job_id: str, doc_ids: Sequence[str], *, state: str,
+    error: str | None = None,
+) -> int:
+    """``finish_item_in`` for several documents of one job in three
+    statements (an embed batch finishes hundreds); returns the items moved."""
+    if not doc_ids:
+        return 0
     counter = _COUNTER[state]
     moved = rows_changed(session,
         update(JobItem)
-        .where(JobItem.job_id == job_id, JobItem.document_id == doc_id,
+        .where(JobItem.job_id == job_id, JobItem.document_id.in_(list(doc_ids)),
                JobItem.state == "running")
         .values(state=state, error=error, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
     )
     if moved:
         session.execute(
-            update(Job).where(Job.id == job_id).values({counter.key: counter + 1})
+            update(Job).where(Job.id == job_id).values({counter.key: counter + moved})
+            .execution_options(synchronize_session=False)
         )
         finish_if_complete(session=session, job_id=job_id)
+    return moved
 
 
 def finish_from_document(

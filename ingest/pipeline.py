@@ -24,7 +24,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from sqlalchemy import delete
@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ingest.chunker import chunk_document
 from ingest.formats.base import Limits
 from ingest.formats.text import atx_heading_text
-from ingest.jobs import finish_item_in
+from ingest.jobs import finish_item_in, start_item_in
 from ingest.models import Document, Source, StagedChunks
 from ingest.parsers import parse_bytes, read_file
 from ingest.sources import display_path
@@ -57,6 +57,21 @@ def max_attempts(settings: Settings) -> int:
 # -- stage 1: parse -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _Begun:
+    """A document as its parse starts: where it is read from and what every
+    chunk carries."""
+
+    source: str
+    tenant: str
+    shown: str
+    facts: dict[str, Any]
+
+
+#: A job item's error when its document was deleted before it was parsed.
+DELETED_BEFORE_INGESTED = "the document was deleted before it was ingested"
+
+
 def parse_document(
     doc_id: str,
     *,
@@ -64,36 +79,28 @@ def parse_document(
     tokenizer: Any,
     settings: Settings,
     job_id: str | None = None,
+    claim_item: bool = False,
 ) -> int | None:
     """Parse and chunk one registered document and stage its chunks; returns
     how many, or None when the document is finished already (a bad file:
     marked failed with the message, its job item failed; or given up after
     ``max_attempts`` unfinished tries).
 
-    ``tokenizer`` has ``tokenizer`` (a HF fast tokenizer) and ``max_seq_length``
-    (the embedder, or ``ingest.embedding.base.load_chunk_tokenizer``). Transient errors
-    (``UnavailableError``, database down) propagate for the caller to retry.
-    Raises ``NotFoundError`` when no such document exists.
+    ``claim_item``: claim the document's item of ``job_id`` in the same
+    transaction that starts the parse (``ingest.jobs.start_item_in``); None
+    when the item is no longer to be done, and a deleted document's item
+    fails. ``tokenizer`` has ``tokenizer`` (a HF fast tokenizer) and
+    ``max_seq_length`` (the embedder, or ``ingest.embedding.base.load_chunk_tokenizer``).
+    Transient errors (``UnavailableError``, database down) propagate for the
+    caller to retry. Raises ``NotFoundError`` when no such document exists.
     """
     with session_scope(session_factory) as session:
-        doc = get_document(session, doc_id)
-        if doc.attempts >= max_attempts(settings):
-            # Earlier tries never finished: the worker died on this document.
-            error = (f"gave up after {doc.attempts} attempts that did not finish "
-                     "(the worker was killed, out of memory or over the time limit?)")
-            logger.warning("giving up", extra={"doc_id": doc_id, "attempts": doc.attempts})
-            fail_document(session, doc, error, job_id)
+        if claim_item and job_id is not None and not start_item_in(session, job_id, doc_id):
             return None
-        doc.attempts += 1
-        doc.status, doc.error, doc.lease_until = "running", None, None
-        source, tenant = doc.source_path, doc.tenant
-        # Citations and tools show this, never the absolute server path.
-        shown = display_path(source, session.get(Source, doc.source_id) if doc.source_id
-                             else None)
-        # What every chunk carries for filters and access control.
-        facts: dict[str, Any] = {"acl": tuple(doc.acl or (EVERYONE,)),
-                                 "tags": tuple(doc.tags or ()),
-                 "source_id": doc.source_id}
+        begun = _begin(session, doc_id, settings, job_id, fail_item=claim_item)
+    if begun is None:
+        return None
+    source, tenant, shown, facts = begun.source, begun.tenant, begun.shown, begun.facts
 
     try:
         limits = Limits.from_settings(settings.ingest)
@@ -128,6 +135,36 @@ def parse_document(
         doc.status, doc.attempts = "parsed", 0
     logger.info("parsed", extra={"doc_id": doc_id, "chunks": len(chunks)})
     return len(chunks)
+
+
+def _begin(session: Session, doc_id: str, settings: Settings, job_id: str | None, *,
+           fail_item: bool) -> _Begun | None:
+    """Count a parse attempt and mark the document running; None when it is
+    given up instead (``max_attempts``). A missing document raises
+    ``NotFoundError``, after failing its job item when ``fail_item``."""
+    doc = session.get(Document, doc_id)
+    if doc is None:
+        if fail_item and job_id is not None:
+            finish_item_in(session, job_id, doc_id, state="failed",
+                           error=DELETED_BEFORE_INGESTED)
+            session.commit()
+        raise NotFoundError(f"document {doc_id} does not exist")
+    if doc.attempts >= max_attempts(settings):
+        # Earlier tries never finished: the worker died on this document.
+        error = (f"gave up after {doc.attempts} attempts that did not finish "
+                 "(the worker was killed, out of memory or over the time limit?)")
+        logger.warning("giving up", extra={"doc_id": doc_id, "attempts": doc.attempts})
+        fail_document(session, doc, error, job_id)
+        return None
+    doc.attempts += 1
+    doc.status, doc.error, doc.lease_until = "running", None, None
+    # Citations and tools show this, never the absolute server path.
+    shown = display_path(doc.source_path, session.get(Source, doc.source_id)
+                         if doc.source_id else None)
+    # What every chunk carries for filters and access control.
+    facts: dict[str, Any] = {"acl": tuple(doc.acl or (EVERYONE,)),
+                             "tags": tuple(doc.tags or ()), "source_id": doc.source_id}
+    return _Begun(doc.source_path, doc.tenant, shown, facts)
 
 
 def chunk_sizes(settings: Settings, embedder: Any) -> tuple[int, int]:

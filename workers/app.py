@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from celery import Celery
+from celery.signals import worker_process_init, worker_ready
 
 from sirocco.db import redacted_url
 from sirocco.errors import ConfigError
 from sirocco.settings import Settings
 from workers.export_tasks import EXPORT_TRACES, register_export_tasks
 from workers.recovery import RecoveryStep
+from workers.resources import warm_resources
 from workers.tasks import RETRY_BACKOFF_MAX_S, queue_names, register_tasks, task_routes
 
 logger = logging.getLogger(__name__)
@@ -154,9 +156,34 @@ def run_worker(
         # transport cannot do across processes; with one embedded worker they are moot.
         argv += ["--without-mingle", "--without-gossip", "--without-heartbeat"]
     quiet_openmp()
+    warm_on_start(app, pool, list(stages or names))
     logger.info("starting worker", extra={"broker": redacted_url(settings.broker_url), "pool": pool,
                                           "queues": queues})
     app.worker_main(argv)
+
+
+_warm_handlers: list[Callable[..., None]] = []
+
+
+def warm_on_start(app: SiroccoCelery, pool: str, stages: Sequence[str]
+                  ) -> Callable[..., None]:
+    """Have each task process build what ``stages`` need as it starts
+    (``workers.resources.warm_resources``): the embedding model and the
+    parse tokenizer otherwise load inside the first job, seconds in which
+    nothing is embedded. A prefork child warms itself (the parent never
+    imports torch); other pools run tasks in the worker's own process."""
+    settings = app.settings
+
+    def warm(**_: object) -> None:
+        warm_resources(settings, stages)
+
+    for old in _warm_handlers:  # one worker a process: the last run_worker's stages
+        worker_process_init.disconnect(old)
+        worker_ready.disconnect(old)
+    _warm_handlers[:] = [warm]
+    signal = worker_process_init if pool == "prefork" else worker_ready
+    signal.connect(warm, weak=False)
+    return warm
 
 
 def quiet_openmp() -> None:

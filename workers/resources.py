@@ -1,12 +1,15 @@
 """One worker process's heavy objects (SQL engine, embedder, tokenizer,
 store), built on first use and shared by every task module of the process:
 a parse-only worker never loads the embedding model, a prefork parent never
-imports torch."""
+imports torch. ``warm_resources`` builds a stage's objects in the background
+as a task process starts, so the first job does not wait for them."""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+from collections.abc import Iterable
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -16,6 +19,8 @@ from retrieval.factory import create_store
 from retrieval.store import Store
 from sirocco.db import make_engine, make_session_factory
 from sirocco.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 
 class Resources:
@@ -30,25 +35,41 @@ class Resources:
         self._embedder: Embedder | None = None
         self._store: Store | None = None
         self._tokenizer: ChunkTokenizer | Embedder | None = None
+        # One builder at a time: a task waits for the warm-up thread's model
+        # instead of loading a second one.
+        self._building = threading.RLock()
 
     @property
     def embedder(self) -> Embedder:
-        if self._embedder is None:
-            self._embedder = create_embedder(self.settings)
-        return self._embedder
+        with self._building:
+            if self._embedder is None:
+                self._embedder = create_embedder(self.settings)
+            return self._embedder
 
     @property
     def store(self) -> Store:
-        if self._store is None:
-            self._store = create_store(self.settings)
-        return self._store
+        with self._building:
+            if self._store is None:
+                self._store = create_store(self.settings)
+            return self._store
 
     @property
     def tokenizer(self) -> ChunkTokenizer | Embedder:
         """The embedder when loaded already (same tokenizer), else the tokenizer alone."""
-        if self._tokenizer is None:
-            self._tokenizer = self._embedder or load_chunk_tokenizer(self.settings)
-        return self._tokenizer
+        with self._building:
+            if self._tokenizer is None:
+                self._tokenizer = self._embedder or load_chunk_tokenizer(self.settings)
+            return self._tokenizer
+
+    def warm(self, stages: Iterable[str]) -> None:
+        """Build what ``stages`` ("parse", "embed", "exports") need: the
+        tokenizer for parsing; the embedder (whose tokenizer parsing then
+        shares) and the store for embedding; nothing more for exports."""
+        wanted = set(stages)
+        if "embed" in wanted:
+            _ = self.embedder, self.store
+        if wanted & {"parse", "embed"}:
+            _ = self.tokenizer
 
 
 _resources: dict[str, Resources] = {}
@@ -66,3 +87,21 @@ def worker_resources(settings: Settings) -> Resources:
         return res
 
 
+
+
+def warm_resources(settings: Settings, stages: Iterable[str]) -> threading.Thread:
+    """``Resources.warm`` for this process in a daemon thread (a prefork child
+    must answer its parent within seconds, and loading torch takes longer);
+    a task that needs an object meanwhile waits for it. A failure is logged
+    and left to the first task, which builds again and reports the error."""
+    stages = tuple(stages)
+
+    def build() -> None:
+        try:
+            worker_resources(settings).warm(stages)
+        except Exception:
+            logger.exception("warming the worker's resources failed", extra={"stages": stages})
+
+    thread = threading.Thread(target=build, name="sirocco-warm", daemon=True)
+    thread.start()
+    return thread

@@ -26,7 +26,7 @@ from sqlalchemy.exc import OperationalError as DatabaseDown
 from sqlalchemy.orm import Session, sessionmaker
 
 from ingest.embed_stage import embed_staged
-from ingest.jobs import finish_item, job_cancelled, start_item
+from ingest.jobs import finish_item, job_cancelled
 from ingest.pipeline import fail_documents, mark_document, parse_document
 from sirocco.errors import NotFoundError, UnavailableError
 from sirocco.settings import Settings, get_settings
@@ -107,20 +107,16 @@ def _parse_one(self: Task, doc_id: str, job_id: str | None, settings: Settings) 
     Transient errors propagate; any other error fails this document only."""
     res = worker_resources(settings)
     factory = res.session_factory
-    if job_id is not None and not start_item(job_id, doc_id, session_factory=factory):
-        return None
 
     def fail(error: str) -> None:
         _fail_parse(doc_id, job_id, error, factory)
 
     try:
+        # The item is claimed in the transaction that starts the parse.
         return parse_document(doc_id, session_factory=factory, tokenizer=res.tokenizer,
-                              settings=settings, job_id=job_id)
-    except NotFoundError:
+                              settings=settings, job_id=job_id, claim_item=True)
+    except NotFoundError:  # its item, if any, failed with the reason
         logger.warning("document vanished, nothing to do", extra={"doc_id": doc_id})
-        if job_id is not None:
-            finish_item(job_id, doc_id, session_factory=factory, state="failed",
-                        error="the document was deleted before it was ingested")
         return None
     except (*TRANSIENT, SoftTimeLimitExceeded):
         raise

@@ -141,3 +141,72 @@ def test_documents_are_sent_in_batches(tmp_path: Path):
     with app.connection_for_read() as conn:
         first = conn.default_channel.basic_get(queue=queues[0], no_ack=True)
         assert first is not None and first.decode()[0] == [["doc-0", "doc-1"], "job-1"]
+
+
+def test_a_task_process_warms_its_stages_resources_in_the_background(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from workers import resources
+
+    built: list[str] = []
+    loading = threading.Event()
+
+    def slow_embedder(settings):
+        loading.set()
+        time.sleep(0.2)
+        built.append("embedder")
+        return object()
+
+    monkeypatch.setattr(resources, "create_embedder", slow_embedder)
+    monkeypatch.setattr(resources, "create_store", lambda s: built.append("store") or object())
+    monkeypatch.setattr(resources, "load_chunk_tokenizer",
+                        lambda s: built.append("tokenizer") or object())
+    settings = Settings(data_dir=tmp_path)
+    thread = resources.warm_resources(settings, ["embed"])
+    assert loading.wait(5)
+    # A task asking meanwhile waits for the warm-up's model, never loads a second one.
+    res = resources.worker_resources(settings)
+    assert res.embedder is not None and res.tokenizer is res.embedder
+    thread.join(5)
+    assert built == ["embedder", "store"]
+    # A parse process loads only the tokenizer; an exports process nothing.
+    parse_only = Settings(data_dir=tmp_path / "parse")
+    resources.warm_resources(parse_only, ["parse"]).join(5)
+    resources.warm_resources(Settings(data_dir=tmp_path / "x"), ["exports"]).join(5)
+    assert built == ["embedder", "store", "tokenizer"]
+
+
+def test_a_failed_warm_up_is_left_to_the_first_task(tmp_path, monkeypatch, caplog):
+    from workers import resources
+
+    def broken(settings):
+        raise ConfigError("no model here")
+
+    monkeypatch.setattr(resources, "load_chunk_tokenizer", broken)
+    settings = Settings(data_dir=tmp_path)
+    resources.warm_resources(settings, ["parse"]).join(5)
+    assert "warming the worker's resources failed" in caplog.text
+    with pytest.raises(ConfigError, match="no model here"):
+        _ = resources.worker_resources(settings).tokenizer
+
+
+@pytest.mark.parametrize(("pool", "signal_name"), [("prefork", "worker_process_init"),
+                                                   ("solo", "worker_ready")])
+def test_the_worker_warms_each_task_process_as_it_starts(tmp_path, monkeypatch, pool,
+                                                          signal_name):
+    from celery import signals
+
+    import workers.app as worker_app
+
+    warmed: list[tuple[str, ...]] = []
+    monkeypatch.setattr(worker_app, "warm_resources",
+                        lambda settings, stages: warmed.append(tuple(stages)))
+    app = create_celery(Settings(data_dir=tmp_path))
+    signal = getattr(signals, signal_name)
+    handler = worker_app.warm_on_start(app, pool, ["parse", "embed"])
+    try:
+        signal.send(sender=None)
+    finally:
+        signal.disconnect(handler)
+    assert warmed == [("parse", "embed")]

@@ -10,13 +10,18 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 import ingest.models  # noqa: F401  (registers the table on Base)
 from ingest.embed_stage import claim_batch, embed_staged, ingest_document
 from ingest.jobs import add_items, create_job, get_report, start_item
-from ingest.models import Document, StagedChunks
-from ingest.pipeline import chunk_sizes, embedding_text, parse_document
+from ingest.models import Document, JobItem, StagedChunks
+from ingest.pipeline import (
+    DELETED_BEFORE_INGESTED,
+    chunk_sizes,
+    embedding_text,
+    parse_document,
+)
 from ingest.service import register_files
 from sirocco.db import Base, make_engine, make_session_factory, session_scope
 from sirocco.errors import NotFoundError, UnavailableError
@@ -403,6 +408,33 @@ def test_access_narrowed_after_parsing_reaches_the_stored_chunks(factory, files,
     acl_of = {c.doc_id: c.acl for c in store.points.values()}
     assert acl_of == {ids["guide.md"]: ("group:hr",), ids["manual.pdf"]: ("user:ana",)}
     assert store.access == [([ids["manual.pdf"]], ("user:ana",))]
+
+
+def test_parse_claims_the_job_item_in_its_first_transaction(factory, files, settings):
+    ids = dict(_register(factory, [files]))
+    with session_scope(factory) as s:
+        job = create_job(session=s, tenant="default", kind="ingest")
+        add_items(job, [s.get(Document, i) for i in ids.values()], session=s)
+        job_id = job.id
+        s.delete(s.get(Document, ids["manual.pdf"]))  # deleted before its parse
+    kw = {"session_factory": factory, "tokenizer": FakeEmbedder(), "settings": settings,
+          "job_id": job_id, "claim_item": True}
+    assert parse_document(ids["guide.md"], **kw)
+    with pytest.raises(NotFoundError):
+        parse_document(ids["manual.pdf"], **kw)
+    with session_scope(factory) as s:
+        report = get_report(session=s, job_id=job_id)
+        items = {i.document_id: (i.state, i.error) for i in report.items}
+        assert items[ids["guide.md"]] == ("running", None)  # parsed, not yet embedded
+        assert items[ids["manual.pdf"]] == ("failed", DELETED_BEFORE_INGESTED)
+        assert (report.job.state, report.job.failed) == ("running", 1)
+        s.execute(update(JobItem).where(JobItem.job_id == job_id,
+                                        JobItem.document_id == ids["guide.md"])
+                  .values(state="cancelled"))
+    # An item no longer to be done: the document is left alone.
+    assert parse_document(ids["guide.md"], **kw) is None
+    with session_scope(factory) as s:
+        assert s.get(Document, ids["guide.md"]).status == "parsed"
 
 
 def test_ingest_unknown_document(factory, settings):
