@@ -32,7 +32,7 @@ from typing import Any
 import qdrant_edge as qe
 
 from retrieval.collections import DENSE, SPARSE
-from retrieval.edge_points import documents_filter, edge_filter, edge_point
+from retrieval.edge_points import dense_rows, documents_filter, edge_filter, edge_point
 from sirocco.errors import ConfigError
 from sirocco.files import read_json, write_json_atomic
 
@@ -158,10 +158,12 @@ class EdgeEngine:
             self._ensure(dim)
 
     def write(self, *, doc_ids: list[str], points: list[dict[str, Any]],
-              dim: int | None) -> None:
-        """Replace the points of ``doc_ids`` with ``points`` (upserted first,
+              dim: int | None, dense: bytes = b"") -> None:
+        """Replace the points of ``doc_ids`` with ``points`` whose dense
+        vectors are ``dense`` (``edge_points.point_dicts``; upserted first,
         then the documents' other points deleted), in the live shard and in
         one being built (each only if built for ``dim``)."""
+        vectors = dense_rows(dense, len(points), dim or 0) if points else []
         with self._write:
             if points:
                 assert dim is not None
@@ -177,8 +179,9 @@ class EdgeEngine:
                     # never finds a document without its chunks.
                     for i in range(0, len(points), _UPSERT_BATCH):
                         shard.update(qe.UpdateOperation.upsert_points(
-                            [edge_point(p, DENSE, SPARSE)
-                             for p in points[i: i + _UPSERT_BATCH]]))
+                            [edge_point(p, v, DENSE, SPARSE) for p, v in
+                             zip(points[i: i + _UPSERT_BATCH],
+                                 vectors[i: i + _UPSERT_BATCH], strict=True)]))
                     if doc_ids:
                         shard.update(qe.UpdateOperation.delete_points_by_filter(
                             documents_filter(doc_ids, [p["id"] for p in points])))

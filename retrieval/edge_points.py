@@ -1,8 +1,9 @@
 """How chunks and filters travel to the embedded edge engine.
 
 The owner process of an embedded store (``retrieval.edge_store``) may serve
-other processes over a socket, so what crosses to the engine is plain JSON:
-a *point* is ``{"id", "dense", "sparse": [indices, values], "payload"}`` and a
+other processes over a socket, so what crosses to the engine is plain JSON
+and bytes: a *point* is ``{"id", "sparse": [indices, values], "payload"}``,
+the dense vectors of a write travel beside them as one float32 array, and a
 *filter spec* is a ``SearchFilter`` flattened to the tenant, the ACL entries
 its caller matches and the other restrictions. ``edge_filter`` turns a spec
 into qdrant-edge's filter with the same conditions as
@@ -15,9 +16,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import qdrant_edge as qe
 
-from retrieval.qdrant_payload import floats, index_text, payload
+from retrieval.qdrant_payload import index_text, payload
 from retrieval.sparse import SparseEncoder
 from retrieval.store import SearchFilter
 from sirocco.types import Chunk
@@ -69,21 +71,30 @@ def documents_filter(doc_ids: Sequence[str], keep: Sequence[str] = ()) -> qe.Fil
 
 
 def point_dicts(encoder: SparseEncoder, chunks: Sequence[Chunk],
-                vectors: Sequence[Sequence[float]]) -> list[dict[str, Any]]:
-    """Points (dense + BM25 vectors, payload) for chunks, as JSON."""
+                vectors: Sequence[Sequence[float]]) -> tuple[list[dict[str, Any]], bytes]:
+    """Points for chunks: their ids, BM25 vectors and payloads as JSON, and
+    their dense vectors as one float32 array (``dense_rows`` reads it back)."""
     if len(chunks) != len(vectors):
         raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
     out = []
-    for c, v in zip(chunks, vectors, strict=True):
+    for c in chunks:
         indices, values = encoder.encode_document(index_text(c))
-        out.append({"id": c.id, "dense": floats(v), "sparse": [indices, values],
-                    "payload": payload(c)})
-    return out
+        out.append({"id": c.id, "sparse": [indices, values], "payload": payload(c)})
+    dense = np.asarray(vectors, dtype="<f4") if len(vectors) else np.zeros((0, 0), "<f4")
+    return out, dense.tobytes()
 
 
-def edge_point(p: dict[str, Any], dense: str, sparse: str) -> qe.Point:
-    """An edge point from its JSON form."""
+def dense_rows(dense: bytes, points: int, dim: int) -> list[list[float]]:
+    """``point_dicts``' dense array as one list of floats a point."""
+    if len(dense) != points * dim * 4:
+        raise ValueError(f"{len(dense)} bytes of dense vectors for {points} points of {dim}")
+    rows: list[list[float]] = np.frombuffer(dense, dtype="<f4").reshape(points, dim).tolist()
+    return rows
+
+
+def edge_point(p: dict[str, Any], vector: list[float], dense: str, sparse: str) -> qe.Point:
+    """An edge point from its JSON form and its dense vector."""
     indices, values = p["sparse"]
-    return qe.Point(p["id"], {dense: p["dense"],
+    return qe.Point(p["id"], {dense: vector,
                               sparse: qe.SparseVector(indices=indices, values=values)},
                     p["payload"])

@@ -1,8 +1,10 @@
 """The embedded store's owner serving other processes over a Unix socket.
 
-Frames are a 4-byte big-endian length and a JSON object: a request
-``{"op": <EdgeEngine method>, "kw": {...}}``, an answer ``{"ok": <result>}`` or
-``{"err": [<error class>, <message>]}``. The owner runs a thread per
+A frame is two 4-byte big-endian lengths, a JSON object and a binary
+attachment: a request ``{"op": <EdgeEngine method>, "kw": {...}}`` (with
+``"bin": <name>`` when the keyword ``name`` is bytes: the attachment, so dense
+vectors cross as float32, not as JSON numbers), an answer ``{"ok": <result>}``
+or ``{"err": [<error class>, <message>]}``. The owner runs a thread per
 connection, so queries from several processes (or threads: a client keeps a
 connection per thread) run side by side in the engine; the engine itself
 serialises writes. The socket file is made for its user only (0600).
@@ -24,7 +26,7 @@ from sirocco import errors
 
 logger = logging.getLogger(__name__)
 
-_HEADER = struct.Struct(">I")
+_HEADER = struct.Struct(">II")
 _ERRORS: dict[str, type[Exception]] = {
     cls.__name__: cls for cls in (errors.ConfigError, errors.InvalidInputError,
                                   errors.StoreBusyError, errors.UnavailableError,
@@ -37,15 +39,18 @@ class OwnerGone(ConnectionError):
     """The owner's socket is missing, refused or closed mid-call."""
 
 
-def send(sock: socket.socket, obj: Any) -> None:
+def send(sock: socket.socket, obj: Any, blob: bytes = b"") -> None:
     data = json.dumps(obj, separators=(",", ":")).encode()
-    sock.sendall(_HEADER.pack(len(data)) + data)
+    sock.sendall(_HEADER.pack(len(data), len(blob)) + data)
+    if blob:
+        sock.sendall(blob)
 
 
-def receive(sock: socket.socket) -> Any:
-    """The next frame's object; ``OwnerGone`` when the peer closed."""
-    (size,) = _HEADER.unpack(_exactly(sock, _HEADER.size))
-    return json.loads(_exactly(sock, size))
+def receive(sock: socket.socket) -> tuple[Any, bytes]:
+    """The next frame's object and attachment; ``OwnerGone`` when the peer closed."""
+    size, blob_size = _HEADER.unpack(_exactly(sock, _HEADER.size))
+    obj = json.loads(_exactly(sock, size))
+    return obj, _exactly(sock, blob_size) if blob_size else b""
 
 
 def _exactly(sock: socket.socket, n: int) -> bytes:
@@ -103,7 +108,9 @@ class Server:
     def _serve(self, conn: socket.socket) -> None:
         try:
             while True:
-                request = receive(conn)
+                request, blob = receive(conn)
+                if isinstance(request.get("bin"), str) and isinstance(request.get("kw"), dict):
+                    request["kw"][request["bin"]] = blob
                 send(conn, self._answer(request))
         except (OwnerGone, OSError):
             pass
@@ -136,10 +143,20 @@ class Client:
         self._guard = threading.Lock()
 
     def call(self, op: str, **kw: Any) -> Any:
+        """``op`` in the owner; at most one keyword may be bytes (the attachment)."""
+        binary = [k for k, v in kw.items() if isinstance(v, bytes)]
+        if len(binary) > 1:
+            raise ValueError(f"one bytes argument a call, got {binary}")
+        request: dict[str, Any] = {"op": op, "kw": kw}
+        blob = b""
+        if binary:
+            blob = kw[binary[0]]
+            request = {"op": op, "kw": {k: v for k, v in kw.items() if k != binary[0]},
+                       "bin": binary[0]}
         sock = self._connection()
         try:
-            send(sock, {"op": op, "kw": kw})
-            answer = receive(sock)
+            send(sock, request, blob)
+            answer, _ = receive(sock)
         except OSError as exc:
             self._forget()
             raise OwnerGone(str(exc)) from exc

@@ -180,11 +180,11 @@ class EdgeStore:
     def replace_documents(
         self, doc_ids: Sequence[str], chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]
     ) -> None:
-        points = point_dicts(self.sparse, chunks, vectors)
+        points, dense = point_dicts(self.sparse, chunks, vectors)
         if not points and not doc_ids:
             return
         self._call("write", doc_ids=list(doc_ids), points=points,
-                   dim=len(vectors[0]) if points else None)
+                   dim=len(vectors[0]) if points else None, dense=dense)
 
     def set_access(self, doc_ids: Sequence[str], *, acl: Sequence[str],
                    tags: Sequence[str]) -> None:
