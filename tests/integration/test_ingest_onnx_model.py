@@ -111,6 +111,25 @@ def _assert_close_to_torch(embedder, reference, least: float, mean: float) -> No
     assert float(np.asarray(embedder.embed_query("what does a fox jump over?")) @ query) >= least
 
 
+def test_torch_pads_documents_to_a_multiple_without_changing_their_vectors(models_dir: Path,
+                                                                           reference):
+    # The embedder pads each batch to a multiple of PAD_TO_MULTIPLE tokens (fewer
+    # kernel shapes); sentence-transformers alone pads to the longest text.
+    from sentence_transformers import SentenceTransformer
+
+    from ingest.embedding.model import embedding_model_dir
+    from ingest.embedding.st import PAD_TO_MULTIPLE
+
+    settings = _settings(models_dir, "torch")
+    model = SentenceTransformer(str(embedding_model_dir(settings)), device="cpu",
+                                local_files_only=True)
+    lengths = {len(ids) for ids in model.tokenizer(TEXTS)["input_ids"]}
+    assert any(n % PAD_TO_MULTIPLE for n in lengths)  # some texts do get padded
+    plain = model.encode(TEXTS, batch_size=4, normalize_embeddings=True)
+    docs, _ = reference
+    np.testing.assert_allclose((docs * plain).sum(axis=1), 1.0, atol=1e-5)
+
+
 def test_int8_stays_close_to_torch(int8_embedder, reference):
     _assert_close_to_torch(int8_embedder, reference, INT8_MIN_COSINE, INT8_MEAN_COSINE)
 
