@@ -97,7 +97,13 @@ def parse_document(
     with session_scope(session_factory) as session:
         if claim_item and job_id is not None and not start_item_in(session, job_id, doc_id):
             return None
-        begun = _begin(session, doc_id, settings, job_id, fail_item=claim_item)
+        doc = session.get(Document, doc_id)
+        if doc is None and claim_item and job_id is not None:
+            finish_item_in(session, job_id, doc_id, state="failed",
+                           error=DELETED_BEFORE_INGESTED)
+        begun = None if doc is None else _begin(session, doc, settings, job_id)
+    if doc is None:
+        raise NotFoundError(f"document {doc_id} does not exist")
     if begun is None:
         return None
     source, tenant, shown, facts = begun.source, begun.tenant, begun.shown, begun.facts
@@ -137,23 +143,15 @@ def parse_document(
     return len(chunks)
 
 
-def _begin(session: Session, doc_id: str, settings: Settings, job_id: str | None, *,
-           fail_item: bool) -> _Begun | None:
-    """Count a parse attempt and mark the document running; None when it is
-    given up instead (``max_attempts``). A missing document raises
-    ``NotFoundError``, after failing its job item when ``fail_item``."""
-    doc = session.get(Document, doc_id)
-    if doc is None:
-        if fail_item and job_id is not None:
-            finish_item_in(session, job_id, doc_id, state="failed",
-                           error=DELETED_BEFORE_INGESTED)
-            session.commit()
-        raise NotFoundError(f"document {doc_id} does not exist")
+def _begin(session: Session, doc: Document, settings: Settings, job_id: str | None
+           ) -> _Begun | None:
+    """Count a parse attempt and mark ``doc`` running; None when it is given
+    up instead (``max_attempts``)."""
     if doc.attempts >= max_attempts(settings):
         # Earlier tries never finished: the worker died on this document.
         error = (f"gave up after {doc.attempts} attempts that did not finish "
                  "(the worker was killed, out of memory or over the time limit?)")
-        logger.warning("giving up", extra={"doc_id": doc_id, "attempts": doc.attempts})
+        logger.warning("giving up", extra={"doc_id": doc.id, "attempts": doc.attempts})
         fail_document(session, doc, error, job_id)
         return None
     doc.attempts += 1

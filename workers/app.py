@@ -129,7 +129,8 @@ def run_worker(
     for lost ingestion messages.
 
     pool="prefork" (default) forks ``concurrency`` child processes; each loads
-    its own embedding model on its first task. It is the only pool that
+    what its stages need (its own embedding model) as it starts, in the
+    background (``warm_on_start``). It is the only pool that
     enforces the time limits and survives a crashing task, and torch is never
     imported in the parent, so forking is safe. pool="solo" runs tasks in this
     process (one at a time, no time limits): handy for debugging.

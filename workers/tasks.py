@@ -6,8 +6,9 @@ document with its own outcome, job item and retries), then sends one
 ``sirocco.ingest.embed`` for those it staged, which embeds them together with
 other parsed documents. Batches keep the broker's per-message cost (a poll of
 the embedded SQL broker, a round trip to Redis) off each document. Heavy resources (embedding model,
-tokenizer, store, SQL engine) are built once per worker process, on first use,
-so a prefork parent never imports torch.
+tokenizer, store, SQL engine) are built once per task process, as it starts
+(``workers.resources.warm_resources``) or on first use, so a prefork parent
+never imports torch.
 """
 
 from __future__ import annotations
