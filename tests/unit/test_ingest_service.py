@@ -269,12 +269,17 @@ def _parse_all(factory, settings, ids, job_id=None):
                               settings=settings, job_id=job_id)
 
 
-def test_embed_batches_across_documents_and_finishes_their_job_items(factory, files, settings):
-    ids = dict(_register(factory, [files]))
+def _job_of(factory, ids) -> str:
+    """An ingest job with these documents as its items."""
     with session_scope(factory) as s:
         job = create_job(session=s, tenant="default", kind="ingest")
-        add_items(job, [s.get(Document, i) for i in ids.values()], session=s)
-        job_id = job.id
+        add_items(job, [s.get(Document, i) for i in ids], session=s)
+        return job.id
+
+
+def test_embed_batches_across_documents_and_finishes_their_job_items(factory, files, settings):
+    ids = dict(_register(factory, [files]))
+    job_id = _job_of(factory, ids.values())
     _parse_all(factory, settings, ids.values(), job_id)
     with session_scope(factory) as s:
         assert {s.get(Document, i).status for i in ids.values()} == {"parsed"}
@@ -412,10 +417,8 @@ def test_access_narrowed_after_parsing_reaches_the_stored_chunks(factory, files,
 
 def test_parse_claims_the_job_item_in_its_first_transaction(factory, files, settings):
     ids = dict(_register(factory, [files]))
+    job_id = _job_of(factory, ids.values())
     with session_scope(factory) as s:
-        job = create_job(session=s, tenant="default", kind="ingest")
-        add_items(job, [s.get(Document, i) for i in ids.values()], session=s)
-        job_id = job.id
         s.delete(s.get(Document, ids["manual.pdf"]))  # deleted before its parse
     kw = {"session_factory": factory, "tokenizer": FakeEmbedder(), "settings": settings,
           "job_id": job_id, "claim_item": True}
