@@ -1,12 +1,13 @@
 """Ingestion jobs: a sync, a ``sirocco ingest`` run or an upload, item by item.
 
 Lifecycle (see ``ingest.models.Job``): the caller creates a job and its items
-in the transaction that registers the documents, commits, then enqueues one
-task per item with the job id. The task calls ``start_item`` (which refuses a
-cancelled item) and ``finish_item``. Every count change is one SQL
-``UPDATE ... SET n = n + 1`` guarded by the item's state transition in the same
-transaction, so concurrent workers never lose or double an update, on SQLite
-and PostgreSQL alike.
+in the transaction that registers the documents, commits, then enqueues the
+items' documents with the job id. The parse claims each item with
+``start_item_in`` (which refuses a cancelled item) in the transaction that
+starts it, and the stages finish items with ``finish_item_in`` /
+``finish_items_in``. Every count change is one SQL ``UPDATE ... SET n = n + k``
+guarded by the items' state transition in the same transaction, so concurrent
+workers never lose or double an update, on SQLite and PostgreSQL alike.
 """
 
 from __future__ import annotations

@@ -94,12 +94,13 @@ def parse_document(
     Transient errors (``UnavailableError``, database down) propagate for the
     caller to retry. Raises ``NotFoundError`` when no such document exists.
     """
+    claim = job_id if claim_item else None
     with session_scope(session_factory) as session:
-        if claim_item and job_id is not None and not start_item_in(session, job_id, doc_id):
+        if claim is not None and not start_item_in(session, claim, doc_id):
             return None
         doc = session.get(Document, doc_id)
-        if doc is None and claim_item and job_id is not None:
-            finish_item_in(session, job_id, doc_id, state="failed",
+        if doc is None and claim is not None:
+            finish_item_in(session, claim, doc_id, state="failed",
                            error=DELETED_BEFORE_INGESTED)
         begun = None if doc is None else _begin(session, doc, settings, job_id)
     if doc is None:

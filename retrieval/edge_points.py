@@ -80,8 +80,7 @@ def point_dicts(encoder: SparseEncoder, chunks: Sequence[Chunk],
     for c in chunks:
         indices, values = encoder.encode_document(index_text(c))
         out.append({"id": c.id, "sparse": [indices, values], "payload": payload(c)})
-    dense = np.asarray(vectors, dtype="<f4") if len(vectors) else np.zeros((0, 0), "<f4")
-    return out, dense.tobytes()
+    return out, np.asarray(vectors, dtype="<f4").tobytes()
 
 
 def dense_rows(dense: bytes, points: int, dim: int) -> list[list[float]]:

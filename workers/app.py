@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from celery import Celery
 from celery.signals import worker_process_init, worker_ready
@@ -163,11 +163,12 @@ def run_worker(
     app.worker_main(argv)
 
 
-_warm_handlers: list[Callable[..., None]] = []
+#: The warm-up's receiver on Celery's signals: one worker a process, so a
+#: later ``run_worker`` (tests) replaces the earlier one's.
+_WARM_UID = "sirocco-warm-resources"
 
 
-def warm_on_start(app: SiroccoCelery, pool: str, stages: Sequence[str]
-                  ) -> Callable[..., None]:
+def warm_on_start(app: SiroccoCelery, pool: str, stages: Sequence[str]) -> None:
     """Have each task process build what ``stages`` need as it starts
     (``workers.resources.warm_resources``): the embedding model and the
     parse tokenizer otherwise load inside the first job, seconds in which
@@ -178,13 +179,10 @@ def warm_on_start(app: SiroccoCelery, pool: str, stages: Sequence[str]
     def warm(**_: object) -> None:
         warm_resources(settings, stages)
 
-    for old in _warm_handlers:  # one worker a process: the last run_worker's stages
-        worker_process_init.disconnect(old)
-        worker_ready.disconnect(old)
-    _warm_handlers[:] = [warm]
+    for each in (worker_process_init, worker_ready):
+        each.disconnect(dispatch_uid=_WARM_UID)
     signal = worker_process_init if pool == "prefork" else worker_ready
-    signal.connect(warm, weak=False)
-    return warm
+    signal.connect(warm, weak=False, dispatch_uid=_WARM_UID)
 
 
 def quiet_openmp() -> None:

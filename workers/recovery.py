@@ -21,7 +21,7 @@ on its way. Stale work, unchanged for ``celery.recover_after_s``:
 
 Each gets a new message unless one waits in its queue or is held by a worker
 (Redis: the unacked set, every worker's; SQL broker: this worker's own tasks,
-as the embedded broker has one worker). Tasks are idempotent (``start_item``
+as the embedded broker has one worker). Tasks are idempotent (``start_item_in``
 claims an item once, point ids are deterministic), so a message sent twice in
 a race costs work, never a wrong count.
 

@@ -87,8 +87,6 @@ def worker_resources(settings: Settings) -> Resources:
         return res
 
 
-
-
 def warm_resources(settings: Settings, stages: Iterable[str]) -> threading.Thread:
     """``Resources.warm`` for this process in a daemon thread (a prefork child
     must answer its parent within seconds, and loading torch takes longer);

@@ -204,9 +204,10 @@ def test_the_worker_warms_each_task_process_as_it_starts(tmp_path, monkeypatch, 
                         lambda settings, stages: warmed.append(tuple(stages)))
     app = create_celery(Settings(data_dir=tmp_path))
     signal = getattr(signals, signal_name)
-    handler = worker_app.warm_on_start(app, pool, ["parse", "embed"])
+    worker_app.warm_on_start(app, pool, ["embed"])  # replaced by the next call
+    worker_app.warm_on_start(app, pool, ["parse", "embed"])
     try:
         signal.send(sender=None)
     finally:
-        signal.disconnect(handler)
+        signal.disconnect(dispatch_uid=worker_app._WARM_UID)
     assert warmed == [("parse", "embed")]
